@@ -1,0 +1,22 @@
+"""neuralode_helpers: the small package behind the Neural ODE notebook series.
+
+Solvers, the adjoint method, models, test problems, training, plots and widgets; each module
+has one job. The names below are the public API.
+"""
+
+from .adjoint import odeint_adjoint
+from .errors import SolverError
+from .models import LinearODE, ODENet
+from .problems import linear_solution, random_stable_matrix, toy_dynamics, toy_solution
+from .solvers import METHODS, SolveStats, Stats, odeint
+from .training import (TrainResult, WindowedField, fit_curves, fit_mse, load_model, predict,
+                       save_model, train, window_loss)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "METHODS", "LinearODE", "ODENet", "SolveStats", "SolverError", "Stats", "TrainResult",
+    "WindowedField", "fit_curves", "fit_mse", "linear_solution", "load_model", "odeint",
+    "odeint_adjoint", "predict", "random_stable_matrix", "save_model", "toy_dynamics",
+    "toy_solution", "train", "window_loss",
+]

@@ -1,0 +1,64 @@
+r"""Vector fields :math:`f(t, z; \theta)` to put inside an ODE solve."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ODENet(nn.Module):
+    r"""The seed's model, generalised: an MLP on the input :math:`[z, t]`.
+
+    :math:`\dot z = f([z, t]; \theta)` with ``state_dim`` = D inputs from z plus one for t
+    (unless ``time_dependent=False``), hidden layers of the given widths, ``activation``
+    between them and a linear output of width D. The default is the seed's
+    2 → 50 → 75 → 1 network with GELU.
+
+    ``forward(t, z)``: ``z`` has shape ``(..., D)``; ``t`` is a 0-d tensor or a tensor
+    broadcastable to ``z.shape[:-1]`` (one time per sample, used when windows are rescaled);
+    returns ``(..., D)``.
+    """
+
+    def __init__(self, state_dim: int = 1, hidden=(50, 75), activation=nn.GELU,
+                 time_dependent: bool = True):
+        super().__init__()
+        self.state_dim = state_dim
+        self.hidden = tuple(hidden)
+        self.time_dependent = time_dependent
+        widths = (state_dim + int(time_dependent), *self.hidden)
+        layers = []
+        for w_in, w_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(w_in, w_out), activation()]
+        layers.append(nn.Linear(widths[-1], state_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if z.shape[-1] != self.state_dim:
+            raise ValueError(f"ODENet expects z of shape (..., {self.state_dim}), "
+                             f"got {tuple(z.shape)}")
+        if not self.time_dependent:
+            return self.net(z)
+        t = torch.as_tensor(t, dtype=z.dtype, device=z.device)
+        tt = t.expand(z.shape[:-1]).unsqueeze(-1)
+        return self.net(torch.cat([z, tt], dim=-1))
+
+    def config(self) -> dict:
+        """Constructor arguments (the activation by class name), for :func:`save_model`."""
+        act = self.net[1].__class__.__name__ if len(self.net) > 1 else "GELU"
+        return dict(state_dim=self.state_dim, hidden=list(self.hidden), activation=act,
+                    time_dependent=self.time_dependent)
+
+
+class LinearODE(nn.Module):
+    r""":math:`\dot z = A z` for a learnable (D, D) matrix A; z has shape ``(..., D)``.
+
+    Its solution :math:`z(t) = e^{A (t - t_0)} z_0` is known in closed form, which makes it the
+    reference problem for every gradient check.
+    """
+
+    def __init__(self, A: torch.Tensor):
+        super().__init__()
+        self.A = nn.Parameter(A.clone())
+
+    def forward(self, t, z):
+        return z @ self.A.T
