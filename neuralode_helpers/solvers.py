@@ -28,7 +28,7 @@ _OPTIONS = {
     "euler": {"step_size"},
     "rk4": {"step_size"},
     "dopri5": {"first_step", "max_steps", "safety", "min_factor", "max_factor"},
-    "scipy": {"first_step", "max_step", "min_step"},
+    "scipy": {"first_step", "max_step", "min_step", "max_nfe"},
 }
 
 
@@ -326,7 +326,10 @@ class _Scipy:
         self.solve_ivp = solve_ivp
         self.method = method
         self.scipy_method = method.split(":", 1)[1]
-        self.f, self.rtol, self.atol, self.options = f, rtol, atol, options
+        self.options = dict(options)
+        # scipy has no step limit of its own; LSODA can loop for ever near a singularity.
+        self.max_nfe = int(self.options.pop("max_nfe", 200_000))
+        self.f, self.rtol, self.atol = f, rtol, atol
         self.stats = stats
         self.error_numel = error_numel
 
@@ -335,6 +338,12 @@ class _Scipy:
         tf = t.tolist()
 
         def fun(tt, yy):
+            if self.stats.nfe >= self.max_nfe:
+                raise SolverError(f"gave up after max_nfe={self.max_nfe} evaluations",
+                                  t_reached=tt, method=self.method)
+            if not np.isfinite(yy).all():
+                raise SolverError("the state became non-finite (NaN or inf)", t_reached=tt,
+                                  method=self.method)
             z = torch.as_tensor(yy, device=device).to(dtype).view(shape)
             with torch.no_grad():
                 dz = self.f(torch.tensor(tt, dtype=dtype, device=device), z)

@@ -1,0 +1,149 @@
+"""Every bad input raises a clear, documented error; a failing solve raises SolverError."""
+
+import numpy as np
+import pytest
+import torch
+
+import neuralode_helpers as nh
+
+F64 = torch.float64
+f = lambda t, z: -z  # noqa: E731
+Z0 = torch.ones(3, dtype=F64)
+T = torch.tensor([0.0, 1.0], dtype=F64)
+SOLVERS = [nh.odeint, nh.odeint_adjoint]
+
+
+@pytest.fixture(params=SOLVERS, ids=["odeint", "odeint_adjoint"])
+def solver(request):
+    return request.param
+
+
+@pytest.mark.parametrize("t,match", [
+    (torch.tensor(1.0, dtype=F64), "t must be 1-D"),
+    (torch.ones(2, 2, dtype=F64), "t must be 1-D"),
+    (torch.tensor([0.0], dtype=F64), "at least 2"),
+    (torch.tensor([0.0, 1.0, 1.0], dtype=F64), "strictly increasing or strictly decreasing"),
+    (torch.tensor([0.0, 1.0, 0.5], dtype=F64), "strictly increasing or strictly decreasing"),
+    (torch.tensor([0.0, float("nan")], dtype=F64), "t must be finite"),
+])
+def test_bad_times(solver, t, match):
+    with pytest.raises(ValueError, match=match):
+        solver(f, Z0, t)
+
+
+def test_integer_inputs(solver):
+    with pytest.raises(TypeError, match="z0 must be floating point"):
+        solver(f, torch.ones(3, dtype=torch.int64), T)
+    with pytest.raises(TypeError, match="t must be floating point"):
+        solver(f, Z0, torch.tensor([0, 1]))
+
+
+def test_not_tensors(solver):
+    with pytest.raises(TypeError, match="z0 must be a torch.Tensor"):
+        solver(f, np.ones(3), T)
+    with pytest.raises(TypeError, match="t must be a torch.Tensor"):
+        solver(f, Z0, [0.0, 1.0])
+    with pytest.raises(TypeError, match="func must be callable"):
+        solver(3.0, Z0, T)
+
+
+def test_dtype_mismatch(solver):
+    with pytest.raises(TypeError, match="share a dtype"):
+        solver(f, Z0.float(), T)
+
+
+def test_device_mismatch(solver):
+    meta = torch.tensor([0.0, 1.0], dtype=F64, device="meta")
+    with pytest.raises(ValueError, match="same device"):
+        solver(f, Z0, meta)
+
+
+def test_non_finite_z0(solver):
+    with pytest.raises(ValueError, match="z0 must be finite"):
+        solver(f, torch.tensor([1.0, float("inf")], dtype=F64), T)
+
+
+def test_wrong_output_shape_and_dtype(solver):
+    with pytest.raises(ValueError, match=r"returned shape \(2,\), but z has shape \(3,\)"):
+        solver(lambda t, z: z[:2], Z0, T)
+    with pytest.raises(TypeError, match="returned dtype torch.float32"):
+        solver(lambda t, z: z.float(), Z0, T)
+    with pytest.raises(TypeError, match="must return a torch.Tensor"):
+        solver(lambda t, z: 1.0, Z0, T)
+
+
+def test_unknown_method_lists_valid_ones(solver):
+    with pytest.raises(ValueError, match="valid methods: euler, rk4, dopri5, scipy:RK45"):
+        solver(f, Z0, T, method="rk45")
+
+
+def test_fixed_step_needs_step_size(solver):
+    with pytest.raises(ValueError, match="step_size"):
+        solver(f, Z0, T, method="rk4")
+    with pytest.raises(ValueError, match="step_size"):
+        solver(f, Z0, T, method="euler", options={"step_size": -0.1})
+
+
+def test_unknown_option(solver):
+    with pytest.raises(ValueError, match="unknown option"):
+        solver(f, Z0, T, options={"stepsize": 0.1})
+
+
+@pytest.mark.parametrize("tol", [0.0, -1e-6, "1e-6", float("nan")])
+def test_bad_tolerances(solver, tol):
+    with pytest.raises(ValueError, match="rtol must be a positive number"):
+        solver(f, Z0, T, rtol=tol)
+    with pytest.raises(ValueError, match="atol must be a positive number"):
+        solver(f, Z0, T, atol=tol)
+
+
+def test_scipy_methods_refuse_backprop():
+    with pytest.raises(ValueError, match="use odeint_adjoint"):
+        nh.odeint(f, Z0.clone().requires_grad_(), T, method="scipy:LSODA")
+
+
+# ---- solver failures -----------------------------------------------------------------------
+
+def blow_up(t, z):
+    return z * z  # z(t) = 1 / (1 - t) from z(0) = 1: infinite at t = 1
+
+
+@pytest.mark.parametrize("method", ["dopri5", "scipy:RK45", "scipy:LSODA"])
+def test_finite_time_blow_up_raises_solver_error(method):
+    with pytest.raises(nh.SolverError) as info:
+        nh.odeint(blow_up, torch.ones(1, dtype=F64), torch.tensor([0.0, 2.0], dtype=F64),
+                  method=method)
+    err = info.value
+    assert isinstance(err, RuntimeError)
+    assert 0.9 < err.t_reached < 1.01
+    assert "scipy:BDF" in str(err) and "t = " in str(err)
+
+
+def test_max_steps_raises_solver_error():
+    with pytest.raises(nh.SolverError, match="max_steps=5"):
+        nh.odeint(lambda t, z: torch.cos(50 * t) * z, Z0, torch.tensor([0.0, 10.0], dtype=F64),
+                  options={"max_steps": 5})
+
+
+def test_nan_in_dynamics_raises_solver_error():
+    def nan_after_half(t, z):
+        return z * (float("nan") if t > 0.5 else 1.0)
+
+    with pytest.raises(nh.SolverError, match="non-finite"):
+        nh.odeint(nan_after_half, Z0, T)
+
+
+def test_failure_in_backward_solve_raises_solver_error():
+    # The forward solve on [0, 0.5] is fine; the adjoint is asked for a tolerance the backward
+    # solve cannot meet within 3 steps.
+    z0 = torch.ones(1, dtype=F64, requires_grad=True)
+    zs = nh.odeint_adjoint(blow_up, z0, torch.tensor([0.0, 0.5], dtype=F64),
+                           adjoint_options={"max_steps": 3})
+    with pytest.raises(nh.SolverError, match="max_steps=3"):
+        zs.sum().backward()
+
+
+def test_scipy_evaluation_limit_raises_solver_error():
+    with pytest.raises(nh.SolverError, match="max_nfe=50"):
+        nh.odeint(lambda t, z: torch.cos(50 * t) * z, Z0, torch.tensor([0.0, 10.0], dtype=F64),
+                  method="scipy:RK45", options={"max_nfe": 50})
