@@ -5,18 +5,36 @@ has one job. The names below are the public API.
 """
 
 from .adjoint import odeint_adjoint
+from .diagnostics import (
+    GradientCost,
+    cuda_peak_bytes,
+    measure_gradient,
+    reconstruction_error,
+    relative_error,
+    saved_tensor_bytes,
+)
 from .errors import SolverError
 from .models import LinearODE, ODENet
 from .problems import linear_solution, random_stable_matrix, toy_dynamics, toy_solution
 from .solvers import METHODS, SolveStats, Stats, odeint
-from .training import (TrainResult, WindowedField, fit_curves, fit_mse, load_model, predict,
-                       save_model, train, window_loss)
+from .training import (
+    TrainResult,
+    WindowedField,
+    fit_curves,
+    fit_mse,
+    load_model,
+    predict,
+    save_model,
+    train,
+    window_loss,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "METHODS", "LinearODE", "ODENet", "SolveStats", "SolverError", "Stats", "TrainResult",
-    "WindowedField", "fit_curves", "fit_mse", "linear_solution", "load_model", "odeint",
-    "odeint_adjoint", "predict", "random_stable_matrix", "save_model", "toy_dynamics",
-    "toy_solution", "train", "window_loss",
+    "METHODS", "GradientCost", "LinearODE", "ODENet", "SolveStats", "SolverError", "Stats",
+    "TrainResult", "WindowedField", "cuda_peak_bytes", "fit_curves", "fit_mse", "linear_solution",
+    "load_model", "measure_gradient", "odeint", "odeint_adjoint", "predict",
+    "random_stable_matrix", "reconstruction_error", "relative_error", "save_model",
+    "saved_tensor_bytes", "toy_dynamics", "toy_solution", "train", "window_loss",
 ]

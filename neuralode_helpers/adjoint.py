@@ -91,11 +91,10 @@ class _AdjointFn(torch.autograd.Function):
             return y
 
         # ---- one backward solve from t_{T-1} to t_0 ---------------------------------------
-        seminorm = cfg["seminorm"]
         y0 = solve(augmented, y_end, t.flip(0), method=cfg["adjoint_method"],
                    rtol=cfg["adjoint_rtol"], atol=cfg["adjoint_atol"],
                    options=cfg["adjoint_options"], stats=cfg["stats"].backward, callback=jump,
-                   error_numel=2 * n if seminorm else None)[-1]
+                   norm_split=2 * n, seminorm=cfg["seminorm"])[-1]
         a0 = y0[n:2 * n].view(shape)
         grad_z0 = a0 + grad_ys[0]
 
@@ -137,7 +136,9 @@ def odeint_adjoint(func, z0, t, *, method="dopri5", rtol=1e-6, atol=1e-8, adjoin
         default: ``func.parameters()`` that require grad, or none for a plain function.
     seminorm : bool, default True. Leave the parameter-gradient channels out of the backward
         solve's error norm (Kidger, Chen & Lyons 2021): they are pure quadratures that never
-        feed back into the dynamics, so controlling their error wastes steps.
+        feed back into the dynamics, so controlling their error wastes steps. With ``False``
+        the norm is the larger of the RMS norms of [z, a] and of the parameter channels
+        (dopri5; scipy's methods use their own RMS over all channels).
     checkpoint : bool, default False. At each observation time, restore z from the state
         stored in the forward pass instead of trusting the backward reconstruction (helps on
         dissipative dynamics; memory grows only with ``len(t)``).

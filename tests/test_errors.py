@@ -147,3 +147,27 @@ def test_scipy_evaluation_limit_raises_solver_error():
     with pytest.raises(nh.SolverError, match="max_nfe=50"):
         nh.odeint(lambda t, z: torch.cos(50 * t) * z, Z0, torch.tensor([0.0, 10.0], dtype=F64),
                   method="scipy:RK45", options={"max_nfe": 50})
+
+
+def test_scipy_non_finite_derivative_raises_solver_error():
+    def inf_after_half(t, z):
+        return z * (float("inf") if t > 0.5 else 1.0)
+
+    with pytest.raises(nh.SolverError, match="dz/dt became non-finite"):
+        nh.odeint(inf_after_half, Z0, T, method="scipy:BDF")
+
+
+def test_scipy_internal_failure_becomes_solver_error(monkeypatch):
+    import scipy.integrate
+
+    def broken(*args, **kwargs):
+        raise ValueError("array must not contain infs or NaNs")
+
+    monkeypatch.setattr(scipy.integrate, "solve_ivp", broken)
+    with pytest.raises(nh.SolverError, match="array must not contain infs"):
+        nh.odeint(f, Z0, T, method="scipy:BDF")
+
+
+def test_errors_from_func_pass_through_scipy_unchanged():
+    with pytest.raises(ValueError, match="returned shape"):
+        nh.odeint(lambda t, z: z[:2], Z0, T, method="scipy:LSODA")

@@ -1,0 +1,438 @@
+"""Benchmark: our adjoint against torchdiffeq's, at equal tolerances, in one run.
+
+Run by hand (``make bench``), not part of the test suite::
+
+    .venv/bin/python benchmarks/bench_adjoint.py            # full run, under a minute
+    .venv/bin/python benchmarks/bench_adjoint.py --quick    # smoke run, a few seconds
+    .venv/bin/python benchmarks/bench_adjoint.py --profile  # add a cProfile of our adjoint
+
+What it measures
+----------------
+1. Gradient of an MSE loss on a batched MLP vector field (B=256 states in R^2, a 2-64-64-2 tanh
+   network, autonomous, 10 observation times on [0, T], float32): median wall time of
+   forward + backward over several repeats, forward and backward NFE (counted by wrapping the
+   vector field, so both libraries are counted the same way), and the relative error of the
+   parameter and z0 gradients against a float64 reference (backprop through our dopri5 at
+   rtol=1e-10, atol=1e-12, cross-checked against torchdiffeq at the same tolerance).
+2. Training throughput on the seed's task (ODENet(), windows of length 1 at random t0 in
+   [-1, 9], 100 windows per step): steps/s of our batched ``train`` loop and of the same loop
+   through torchdiffeq, next to the seed's way (one window per optimiser step, scipy LSODA
+   forward and backward), timed on a few windows and scaled to the seed's epoch of 100.
+
+The tables go to stdout and to ``benchmarks/latest.md`` (``--quick``: to
+``benchmarks/results/quick.md``, which git ignores). All timings use one thread
+(``torch.set_num_threads(1)``, change with ``--threads``): the tensors are small, and one thread
+is both the fastest and the least disturbed by other work on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import math
+import os
+import platform
+import pstats
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from neuralode_helpers import (  # noqa: E402
+    ODENet,
+    WindowedField,
+    odeint,
+    odeint_adjoint,
+    toy_solution,
+    train,
+    window_loss,
+)
+
+try:
+    import torchdiffeq
+except ImportError:  # torchdiffeq is a test-only dependency
+    torchdiffeq = None
+
+HERE = Path(__file__).resolve().parent
+
+# The gradient problem (stated in the output).
+B, D, WIDTH, T_OBS, T_END = 256, 2, 64, 10, 2.0
+WEIGHT_GAIN = 2.0  # default init makes a nearly linear, slow field; x2 gives |f| up to ~1.6
+RTOL, ATOL = 1e-5, 1e-6
+REF_RTOL, REF_ATOL = 1e-10, 1e-12
+SEED_EPOCH_SECONDS = 7.05  # the seed notebook: 100 windows (100 optimiser steps) in 7.05 s
+
+
+# ---------------------------------------------------------------------------------------------
+# Problem
+# ---------------------------------------------------------------------------------------------
+
+class CountedMLP(nn.Module):
+    """dz/dt = MLP(z), 2-64-64-2 tanh, counting its own evaluations in ``self.nfe``."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(D, WIDTH), nn.Tanh(), nn.Linear(WIDTH, WIDTH),
+                                 nn.Tanh(), nn.Linear(WIDTH, D))
+        self.nfe = 0
+
+    def forward(self, t, z):
+        self.nfe += 1
+        return self.net(z)
+
+
+def make_problem(dtype=torch.float32):
+    torch.manual_seed(0)
+    field = CountedMLP()
+    with torch.no_grad():
+        for m in field.net:
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(WEIGHT_GAIN)
+    gen = torch.Generator().manual_seed(1)
+    z0 = torch.randn(B, D, generator=gen)
+    target = torch.randn(T_OBS, B, D, generator=gen)
+    t = torch.linspace(0.0, T_END, T_OBS)
+    return field.to(dtype), z0.to(dtype), t.to(dtype), target.to(dtype)
+
+
+def loss_fn(ys, target):
+    return ((ys - target) ** 2).mean()
+
+
+def gradient(field, z0, t, target, solve):
+    """One forward + backward; returns (flat param grad, z0 grad, fwd NFE, bwd NFE, seconds)."""
+    field.zero_grad(set_to_none=True)
+    z = z0.detach().clone().requires_grad_(True)
+    field.nfe = 0
+    start = time.perf_counter()
+    ys = solve(field, z, t)
+    nfe_fwd = field.nfe
+    loss_fn(ys, target).backward()
+    seconds = time.perf_counter() - start
+    g = torch.cat([p.grad.reshape(-1) for p in field.parameters()])
+    return g.detach(), z.grad.detach(), nfe_fwd, field.nfe - nfe_fwd, seconds
+
+
+def solvers(rtol, atol):
+    """name -> (library, solve(field, z0, t)). Equal tolerances forward and backward."""
+    out = {
+        "ours adjoint, seminorm": ("ours", lambda f, z, t: odeint_adjoint(
+            f, z, t, rtol=rtol, atol=atol, seminorm=True)),
+        "ours adjoint, full norm": ("ours", lambda f, z, t: odeint_adjoint(
+            f, z, t, rtol=rtol, atol=atol, seminorm=False)),
+        "ours adjoint, seminorm, checkpoint": ("ours", lambda f, z, t: odeint_adjoint(
+            f, z, t, rtol=rtol, atol=atol, seminorm=True, checkpoint=True)),
+        "ours backprop through dopri5": ("ours", lambda f, z, t: odeint(
+            f, z, t, rtol=rtol, atol=atol)),
+    }
+    if torchdiffeq is not None:
+        out.update({
+            "torchdiffeq adjoint": ("torchdiffeq", lambda f, z, t: torchdiffeq.odeint_adjoint(
+                f, z, t, rtol=rtol, atol=atol, method="dopri5")),
+            "torchdiffeq adjoint, seminorm": ("torchdiffeq",
+                                              lambda f, z, t: torchdiffeq.odeint_adjoint(
+                f, z, t, rtol=rtol, atol=atol, method="dopri5",
+                adjoint_options=dict(norm="seminorm"))),
+            "torchdiffeq backprop through dopri5": ("torchdiffeq",
+                                                    lambda f, z, t: torchdiffeq.odeint(
+                f, z, t, rtol=rtol, atol=atol, method="dopri5")),
+        })
+    return out
+
+
+def rel_err(x, ref):
+    return float((x.double() - ref).norm() / ref.norm())
+
+
+def bench_gradient(repeats):
+    field, z0, t, target = make_problem(torch.float32)
+    field64, z064, t64, target64 = make_problem(torch.float64)
+    field64.load_state_dict({k: v.double() for k, v in field.state_dict().items()})
+
+    ref_g, ref_z, ref_fwd, _, _ = gradient(field64, z064, t64, target64, lambda f, z, tt: odeint(
+        f, z, tt, rtol=REF_RTOL, atol=REF_ATOL))
+    check = None
+    if torchdiffeq is not None:
+        g2, gz2, *_ = gradient(field64, z064, t64, target64, lambda f, z, tt: torchdiffeq.odeint(
+            f, z, tt, rtol=REF_RTOL, atol=REF_ATOL, method="dopri5"))
+        check = (rel_err(g2, ref_g), rel_err(gz2, ref_z))
+
+    rows = []
+    for name, (lib, solve) in solvers(RTOL, ATOL).items():
+        gradient(field, z0, t, target, solve)  # warm-up
+        runs = [gradient(field, z0, t, target, solve) for _ in range(repeats)]
+        g, gz, nf, nb, _ = runs[-1]
+        backprop = "backprop" in name
+        rows.append(dict(name=name, lib=lib, ms=1e3 * statistics.median(r[4] for r in runs),
+                         nfe_fwd=nf, nfe_bwd=None if backprop else nb,
+                         err_theta=rel_err(g, ref_g), err_z0=rel_err(gz, ref_z)))
+    return rows, dict(ref_nfe=ref_fwd, check=check)
+
+
+# ---------------------------------------------------------------------------------------------
+# Seed task: training throughput
+# ---------------------------------------------------------------------------------------------
+
+def seed_model():
+    torch.manual_seed(0)
+    return ODENet()
+
+
+def train_ours(steps, adjoint=True):
+    model = seed_model()
+    res = train(model, steps=steps, batch_size=100, adjoint=adjoint, seed=0, progress=False)
+    return steps / res.seconds, statistics.mean(res.nfe_forward), (
+        statistics.mean(res.nfe_backward) if adjoint else None)
+
+
+def train_torchdiffeq(steps, rtol=1e-5, atol=1e-6):
+    """The same loop as ``train`` (same windows, Adam, lr schedule), solved by torchdiffeq."""
+    model = seed_model()
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, (1e-3 / 1e-2) ** (1 / steps))
+    s = torch.linspace(0, 1, 2)
+    start = time.perf_counter()
+    for _ in range(steps):
+        u = torch.rand(2, 100, generator=gen)
+        t0 = -1.0 + 10.0 * u[0]  # same draws as neuralode_helpers.training.sample_windows
+        z_true = toy_solution(t0[None] + s[:, None]).unsqueeze(-1)
+        field = WindowedField(model, t0, 1.0)
+        opt.zero_grad()
+        z = torchdiffeq.odeint_adjoint(field, z_true[0], s, rtol=rtol, atol=atol,
+                                       method="dopri5", adjoint_options=dict(norm="seminorm"))
+        nn.functional.mse_loss(z[1:], z_true[1:]).backward()
+        opt.step()
+        sched.step()
+    return steps / (time.perf_counter() - start)
+
+
+def seed_way(n_windows):
+    """The seed's algorithm, one window per optimiser step: scipy LSODA forward, then LSODA
+    backwards on [z, a, dL/dtheta] (solve_ivp's default rtol=1e-3, atol=1e-6). Returns
+    seconds per window."""
+    from scipy.integrate import solve_ivp
+
+    model = seed_model()
+    params = list(model.parameters())
+    opt = torch.optim.Adam(params)
+    gen = torch.Generator().manual_seed(0)
+
+    def f(t, z):  # z: (1,) -> (1,)
+        return model.net(torch.cat([z, torch.tensor([t], dtype=z.dtype)]))
+
+    def f_np(t, z):
+        with torch.no_grad():
+            return f(t, torch.as_tensor(z, dtype=torch.float32)).numpy()
+
+    def aug(t, x):
+        x = torch.as_tensor(x, dtype=torch.float32)
+        z = x[:1].clone().requires_grad_(True)
+        a = x[1:2]
+        with torch.enable_grad():
+            out = f(t, z)
+            gz, *gp = torch.autograd.grad(out, [z, *params])
+        return torch.cat([out.detach(), -a * gz, *(-a * g.reshape(-1) for g in gp)]).numpy()
+
+    start = time.perf_counter()
+    for _ in range(n_windows):
+        t0 = float(10 * torch.rand(1, generator=gen) - 1)
+        t1 = t0 + 1.0
+        z0, z1_true = float(toy_solution(t0)), toy_solution(torch.tensor([t1]))
+        z1 = torch.tensor(solve_ivp(f_np, (t0, t1), [z0], method="LSODA").y[:, -1],
+                          dtype=torch.float32, requires_grad=True)
+        loss = nn.functional.mse_loss(z1, z1_true)
+        (a1,) = torch.autograd.grad(loss, z1)
+        x1 = np.concatenate([z1.detach().numpy(), a1.numpy(),
+                             np.zeros(sum(p.numel() for p in params), dtype=np.float32)])
+        x0 = solve_ivp(aug, (t1, t0), x1, method="LSODA").y[:, -1]
+        flat = torch.as_tensor(x0[2:], dtype=torch.float32)
+        for p, g in zip(params, flat.split([p.numel() for p in params])):
+            p.grad = g.view_as(p).clone()
+        opt.step()
+    return (time.perf_counter() - start) / n_windows
+
+
+def ours_one_window_at_a_time(n_windows):
+    """Our code, used the seed's way: one window per step, scipy LSODA, seed tolerances."""
+    model = seed_model()
+    opt = torch.optim.Adam(model.parameters())
+    gen = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    for _ in range(n_windows):
+        t0 = 10 * torch.rand(1, generator=gen) - 1
+        opt.zero_grad()
+        window_loss(model, t0, torch.zeros(1), method="scipy:LSODA", rtol=1e-3,
+                    atol=1e-6).backward()
+        opt.step()
+    return (time.perf_counter() - start) / n_windows
+
+
+def bench_training(steps, n_seed):
+    rows = []
+    per_window = seed_way(n_seed)
+    rows.append(dict(name="seed's algorithm (re-implemented), 1 window/step, LSODA",
+                     steps=1 / per_window, windows=1 / per_window, nfe=None))
+    per_window = ours_one_window_at_a_time(n_seed)
+    rows.append(dict(name="ours, 1 window/step, scipy:LSODA adjoint (seed tolerances)",
+                     steps=1 / per_window, windows=1 / per_window, nfe=None))
+    sps, nf, nb = train_ours(steps, adjoint=True)
+    rows.append(dict(name="ours `train`, 100 windows/step, dopri5 adjoint", steps=sps,
+                     windows=100 * sps, nfe=(nf, nb)))
+    sps, nf, _ = train_ours(steps, adjoint=False)
+    rows.append(dict(name="ours `train`, 100 windows/step, dopri5 backprop", steps=sps,
+                     windows=100 * sps, nfe=(nf, None)))
+    if torchdiffeq is not None:
+        sps = train_torchdiffeq(steps)
+        rows.append(dict(name="torchdiffeq, 100 windows/step, dopri5 adjoint, seminorm",
+                         steps=sps, windows=100 * sps, nfe=None))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Profile
+# ---------------------------------------------------------------------------------------------
+
+def profile_ours(n=10, top=18):
+    field, z0, t, target = make_problem(torch.float32)
+
+    def solve(f, z, tt):
+        return odeint_adjoint(f, z, tt, rtol=RTOL, atol=ATOL)
+
+    gradient(field, z0, t, target, solve)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(n):
+        gradient(field, z0, t, target, solve)
+    prof.disable()
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).strip_dirs().sort_stats("tottime").print_stats(top)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+def machine():
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    tdq = torchdiffeq.__version__ if torchdiffeq is not None else "not installed"
+    return (f"{cpu}, {os.cpu_count()} logical cores; torch {torch.__version__}, "
+            f"torchdiffeq {tdq}, Python {platform.python_version()}; "
+            f"torch.set_num_threads({torch.get_num_threads()})")
+
+
+def fmt(x, spec=".2e"):
+    return "—" if x is None else format(x, spec)
+
+
+def report(grad_rows, info, train_rows, repeats, steps, n_seed, quick):
+    lines = [f"# Adjoint benchmark{' (--quick smoke run)' if quick else ''}", "",
+             f"Machine: {machine()}.", ""]
+    lines += [
+        "## Gradient of one loss: forward + backward", "",
+        f"Problem: B={B} states in R^{D}, dz/dt = MLP(z), {D}-{WIDTH}-{WIDTH}-{D} tanh "
+        f"(PyTorch default init, weights x{WEIGHT_GAIN:g}), {T_OBS} observation times on "
+        f"[0, {T_END:g}], loss = MSE to a random target at all times, float32, dopri5, "
+        f"rtol={RTOL:g}, atol={ATOL:g} forward and backward. Time: median of {repeats} runs "
+        "after one warm-up. NFE: calls of the vector field (counted the same way for both "
+        "libraries). Errors: relative 2-norm error against a float64 reference (backprop "
+        f"through our dopri5, rtol={REF_RTOL:g}, atol={REF_ATOL:g}, "
+        f"{info['ref_nfe']} forward NFE).", "",
+    ]
+    if info["check"] is not None:
+        lines += [f"Reference cross-check: torchdiffeq float64 at the same tight tolerance "
+                  f"differs by {info['check'][0]:.1e} (dL/dθ) and {info['check'][1]:.1e} "
+                  "(dL/dz0).", ""]
+    tdq_adj = [r["ms"] for r in grad_rows if r["lib"] == "torchdiffeq"
+               and "adjoint" in r["name"]]
+    best = min(tdq_adj) if tdq_adj else None
+    lines += ["| method | median time (ms) | time / best torchdiffeq adjoint | forward NFE | "
+              "backward NFE | rel. error dL/dθ | rel. error dL/dz0 |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in grad_rows:
+        ratio = "—" if best is None else f"{r['ms'] / best:.2f}"
+        lines.append(f"| {r['name']} | {r['ms']:.1f} | {ratio} | {r['nfe_fwd']} | "
+                     f"{fmt(r['nfe_bwd'], 'd')} | {r['err_theta']:.1e} | {r['err_z0']:.1e} |")
+    if best is None:
+        lines += ["", "torchdiffeq is not installed: its rows are skipped "
+                  "(`pip install torchdiffeq`)."]
+    else:
+        ours = [r for r in grad_rows if r["lib"] == "ours" and "adjoint" in r["name"]]
+        theirs = [r for r in grad_rows if r["lib"] == "torchdiffeq" and "adjoint" in r["name"]]
+        fastest = min(ours, key=lambda r: r["ms"])
+        err_ok = (fastest["err_theta"] <= min(r["err_theta"] for r in theirs)
+                  and fastest["err_z0"] <= min(r["err_z0"] for r in theirs))
+        time_ok = fastest["ms"] <= 0.5 * best
+        lines += ["", f"Target (equal or better gradient accuracy in at most half of "
+                  f"torchdiffeq's best adjoint time): fastest of ours, *{fastest['name']}*, "
+                  f"takes {fastest['ms'] / best:.2f}x the time "
+                  f"({'met' if time_ok else 'NOT met'}), accuracy "
+                  f"{'equal or better' if err_ok else 'WORSE'}."]
+    lines += [
+        "", "## Training throughput on the seed's task", "",
+        "ODENet() (2-50-75-1 GELU, time-dependent), windows of length 1 starting at t0 ~ "
+        "U[-1, 9], loss = squared error at the window's end (the seed's loss). Batched rows: "
+        f"100 windows per Adam step, dopri5 rtol=1e-5, atol=1e-6, {steps} steps timed "
+        "(including the optimiser step). One-window rows: one window per Adam step, scipy "
+        f"LSODA at solve_ivp's defaults (rtol=1e-3, atol=1e-6) like the seed, {n_seed} "
+        "windows timed and scaled. The seed's own figure, on its author's machine: 100 "
+        f"windows in {SEED_EPOCH_SECONDS} s ({100 / SEED_EPOCH_SECONDS:.1f} windows/s).", "",
+        "| method | steps/s | windows/s | s per 100 windows | mean NFE fwd / bwd per step |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in train_rows:
+        nfe = "—" if r["nfe"] is None else f"{r['nfe'][0]:.0f} / {fmt(r['nfe'][1], '.0f')}"
+        lines.append(f"| {r['name']} | {r['steps']:.1f} | {r['windows']:.0f} | "
+                     f"{100 / r['windows']:.3f} | {nfe} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run (seconds)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch.set_num_threads for the whole run (default 1)")
+    parser.add_argument("--profile", action="store_true",
+                        help="append a cProfile of our adjoint's forward + backward")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write the Markdown report (default benchmarks/latest.md; "
+                        "benchmarks/results/quick.md with --quick)")
+    args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = HERE / "results" / "quick.md" if args.quick else HERE / "latest.md"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    torch.set_num_threads(args.threads)
+    repeats, steps, n_seed = (2, 3, 2) if args.quick else (15, 60, 20)
+    start = time.perf_counter()
+    grad_rows, info = bench_gradient(repeats)
+    train_rows = bench_training(steps, n_seed)
+    text = report(grad_rows, info, train_rows, repeats, steps, n_seed, args.quick)
+    if args.profile:
+        n = 2 if args.quick else 10
+        text += (f"\n## Profile: our adjoint, seminorm ({n} gradients, by own time)\n\n```\n"
+                 + profile_ours(n=n) + "```\n")
+    text += f"\nTotal benchmark time: {time.perf_counter() - start:.0f} s.\n"
+    print(text)
+    args.out.write_text(text)
+    print(f"written to {args.out}")
+    return 0 if all(math.isfinite(r["err_theta"]) for r in grad_rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
