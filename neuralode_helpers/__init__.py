@@ -15,6 +15,13 @@ from .diagnostics import (
 )
 from .errors import SolverError
 from .models import LinearODE, ODENet
+from .plotting import (
+    plot_fit,
+    plot_gradient_check,
+    plot_loss,
+    plot_nfe,
+    plot_residual,
+)
 from .problems import linear_solution, random_stable_matrix, toy_dynamics, toy_solution
 from .solvers import METHODS, SolveStats, Stats, odeint
 from .training import (
@@ -28,6 +35,7 @@ from .training import (
     train,
     window_loss,
 )
+from .widgets import FitExplorer
 
 __version__ = "0.1.0"
 
@@ -36,5 +44,6 @@ __all__ = [
     "TrainResult", "WindowedField", "cuda_peak_bytes", "fit_curves", "fit_mse", "linear_solution",
     "load_model", "measure_gradient", "odeint", "odeint_adjoint", "predict",
     "random_stable_matrix", "reconstruction_error", "relative_error", "save_model",
-    "saved_tensor_bytes", "toy_dynamics", "toy_solution", "train", "window_loss",
+    "saved_tensor_bytes", "toy_dynamics", "toy_solution", "train", "window_loss", "FitExplorer",
+    "plot_fit", "plot_gradient_check", "plot_loss", "plot_nfe", "plot_residual",
 ]

@@ -62,47 +62,79 @@ def sample_windows(batch_size, generator, t0_range=(-1.0, 9.0), c_range=(0.0, 0.
 
 
 def window_loss(model, t0, c, *, window=1.0, n_obs=2, adjoint=True, method="dopri5",
-                rtol=1e-5, atol=1e-6, stats=None):
+                rtol=1e-5, atol=1e-6, options=None, stats=None):
     """MSE between predicted and true z at ``n_obs`` evenly spaced points of each window
     (the first point is the initial condition, so ``n_obs=2`` is the seed's loss)."""
-    s = torch.linspace(0, 1, n_obs, dtype=t0.dtype)
+    s = torch.linspace(0, 1, n_obs, dtype=t0.dtype, device=t0.device)
     t_obs = t0[None, :] + window * s[:, None]  # (n_obs, B)
     z_true = toy_solution(t_obs, c[None, :]).unsqueeze(-1)  # (n_obs, B, 1)
     field_ = WindowedField(model, t0, window)
     solver = odeint_adjoint if adjoint else odeint
-    z_pred = solver(field_, z_true[0], s, method=method, rtol=rtol, atol=atol, stats=stats)
+    z_pred = solver(field_, z_true[0], s, method=method, rtol=rtol, atol=atol, options=options,
+                    stats=stats)
     return nn.functional.mse_loss(z_pred[1:], z_true[1:])
+
+
+def lr_factor(step, steps, lr, lr_final, schedule="exponential", warmup=0) -> float:
+    r"""The learning rate at ``step`` divided by ``lr``, for :func:`train`.
+
+    With :math:`r = \ell_\text{final}/\ell` and :math:`u = k / \text{steps}`:
+    exponential :math:`r^u`; cosine :math:`r + (1 - r)\,\tfrac12 (1 + \cos \pi u)`. Both
+    start at 1 and end at :math:`r` (``lr_final=None`` or 0 keeps the rate constant).
+    During the first ``warmup`` steps the factor is also multiplied by
+    :math:`(k + 1)/\text{warmup}`: Adam's first updates rest on poor estimates of the
+    gradient's scale, so a large peak rate is only safe once they have settled.
+    """
+    r = lr_final / lr if lr_final else 1.0
+    u = min(step, steps) / max(1, steps)
+    if schedule == "exponential":
+        factor = r ** u
+    elif schedule == "cosine":
+        factor = r + (1 - r) * 0.5 * (1 + math.cos(math.pi * u))
+    else:
+        raise ValueError(f"schedule must be 'exponential' or 'cosine', got {schedule!r}")
+    if step < warmup:
+        factor *= (step + 1) / warmup
+    return factor
 
 
 def train(model, *, steps=300, batch_size=100, lr=1e-2, lr_final=1e-3, weight_decay=0.0,
           window=1.0, n_obs=2, t0_range=(-1.0, 9.0), c_range=(0.0, 0.0), method="dopri5",
           rtol=1e-5, atol=1e-6, adjoint=True, seed=0, progress=True, callback=None,
-          result=None):
+          result=None, schedule="exponential", warmup=0, options=None):
     """Fit ``model`` to the toy problem with Adam; every step solves ``batch_size`` windows
-    in one batched solve. The learning rate decays geometrically from ``lr`` to ``lr_final``.
+    in one batched solve. The learning rate goes from ``lr`` to ``lr_final`` over ``steps``
+    (see :func:`lr_factor`): geometrically (``schedule="exponential"``) or along half a
+    cosine (``"cosine"``), after ``warmup`` steps of linear ramp-up from ``lr / warmup``.
 
     Returns a :class:`TrainResult` (loss and NFE per step, wall time). Pressing Ctrl-C
     (KeyboardInterrupt) stops cleanly: the model keeps its weights so far and the result is
     marked ``interrupted``. Pass ``result`` to append to an earlier run's history.
-    ``callback(step, loss)`` is called after each step.
+    ``callback(step, loss)`` is called after each step. ``method``, ``rtol``, ``atol`` and
+    ``options`` go to the solver (``options={"step_size": h}`` for the fixed-step methods;
+    the window is the interval s in [0, 1], so h is a fraction of a window).
     """
-    if steps < 0 or batch_size < 1 or n_obs < 2:
-        raise ValueError("need steps >= 0, batch_size >= 1 and n_obs >= 2")
+    if steps < 0 or batch_size < 1 or n_obs < 2 or warmup < 0:
+        raise ValueError("need steps >= 0, batch_size >= 1, n_obs >= 2 and warmup >= 0")
+    lr_factor(0, steps, lr, lr_final, schedule, warmup)  # reject a bad schedule up front
     generator = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    gamma = (lr_final / lr) ** (1 / max(1, steps)) if lr_final else 1.0
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
-    dtype = next(model.parameters()).dtype
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: lr_factor(k, steps, lr, lr_final, schedule, warmup))
+    first = next(model.parameters())
     result = TrainResult() if result is None else result
     stats = Stats()
     bar = tqdm(range(steps), desc="training", disable=not progress, leave=False)
     start = time.perf_counter()
     try:
         for step in bar:
-            t0, c = sample_windows(batch_size, generator, t0_range, c_range, dtype)
+            # sampled on the CPU (one generator, same windows on any device), then moved
+            t0, c = sample_windows(batch_size, generator, t0_range, c_range, first.dtype)
+            t0, c = t0.to(first.device), c.to(first.device)
             opt.zero_grad()
             loss = window_loss(model, t0, c, window=window, n_obs=n_obs, adjoint=adjoint,
-                               method=method, rtol=rtol, atol=atol, stats=stats)
+                               method=method, rtol=rtol, atol=atol, options=options,
+                               stats=stats)
             loss.backward()
             opt.step()
             sched.step()
@@ -134,8 +166,8 @@ def fit_curves(model, c=0.0, t_start=0.0, t_end=10.0, n=100):
     the true z(t_start). Returns (t, z_true, z_pred), each a 1-D tensor of length n."""
     if not t_end > t_start:
         raise ValueError(f"need t_end > t_start, got [{t_start}, {t_end}]")
-    dtype = next(model.parameters()).dtype
-    t = torch.linspace(t_start, t_end, n, dtype=dtype)
+    first = next(model.parameters())
+    t = torch.linspace(t_start, t_end, n, dtype=first.dtype, device=first.device)
     z_true = toy_solution(t, c)
     z_pred = predict(model, z_true[:1], t)[:, 0]
     return t, z_true, z_pred
@@ -154,7 +186,7 @@ def save_model(model: ODENet, path) -> None:
 
 def load_model(path) -> ODENet:
     """Rebuild an :class:`ODENet` written by :func:`save_model`."""
-    blob = torch.load(path, weights_only=True)
+    blob = torch.load(path, weights_only=True, map_location="cpu")
     config = dict(blob["config"])
     config["activation"] = getattr(nn, config["activation"])
     model = ODENet(**config)

@@ -81,3 +81,41 @@ def test_fit_curves_start_from_the_true_initial_value():
     assert t[0] == -2.0 and t[-1] == 3.0 and len(t) == 11
     assert torch.allclose(z_true, nh.toy_solution(t, 0.5))
     assert z_pred[0] == z_true[0]
+
+
+def test_learning_rate_schedules():
+    from neuralode_helpers.training import lr_factor
+
+    # both schedules start at 1 and end at lr_final / lr; cosine stays above exponential
+    for schedule in ("exponential", "cosine"):
+        assert lr_factor(0, 100, 0.1, 1e-3, schedule) == 1.0
+        assert abs(lr_factor(100, 100, 0.1, 1e-3, schedule) - 1e-2) < 1e-12
+    assert abs(lr_factor(50, 100, 0.1, 1e-3, "exponential") - 0.1) < 1e-12
+    assert abs(lr_factor(50, 100, 0.1, 1e-3, "cosine") - (1e-2 + 0.99 * 0.5)) < 1e-12
+    # a linear warm-up scales the first steps
+    assert abs(lr_factor(0, 100, 0.1, None, warmup=10) - 0.1) < 1e-12
+    assert lr_factor(9, 100, 0.1, None, warmup=10) == 1.0
+    assert lr_factor(20, 100, 0.1, None) == 1.0
+
+
+def test_train_rejects_bad_arguments():
+    import pytest
+
+    model = nh.ODENet()
+    with pytest.raises(ValueError, match="schedule"):
+        nh.train(model, steps=1, schedule="linear", progress=False)
+    with pytest.raises(ValueError, match="n_obs >= 2"):
+        nh.train(model, steps=1, n_obs=1, progress=False)
+
+
+def test_train_applies_the_schedule_and_solver_options():
+    model = nh.ODENet()
+    seen = []
+    nh.train(model, steps=4, batch_size=4, lr=0.1, lr_final=None, warmup=4, progress=False,
+             method="rk4", options={"step_size": 0.25},
+             callback=lambda step, loss: seen.append(step))
+    assert seen == [0, 1, 2, 3]
+    stats = nh.Stats()
+    t0, c = torch.zeros(3), torch.zeros(3)
+    nh.window_loss(model, t0, c, method="rk4", options={"step_size": 0.25}, stats=stats)
+    assert stats.forward.nfe == 16  # 4 rk4 steps of 4 evaluations on s in [0, 1]
