@@ -7,7 +7,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]-*.ipynb))
 # nbval: compare only outputs marked with "# NBVAL_CHECK_OUTPUT"; run on this venv's kernel.
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: install lab test unit notebooks lint run bench clean
+.PHONY: install lab test unit notebooks lint run bench book clean
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ run: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_adjoint.py
+
+# The executed series as static HTML pages in _build/book/ (open _build/book/index.html).
+book: install
+	$(BIN)/python -m neuralode_helpers.book notebooks _build/book
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -5,6 +5,30 @@ has one job. The names below are the public API.
 """
 
 from .adjoint import odeint_adjoint
+from .classifiers import (
+    AugmentedNODE,
+    ODEBlock,
+    ODENetClassifier,
+    ResidualBlock,
+    ResNetClassifier,
+    count_parameters,
+)
+from .cnf import (
+    CNF,
+    CNFField,
+    PlanarFlow,
+    exact_divergence,
+    hutchinson_divergence,
+    standard_normal_logprob,
+)
+from .datasets import (
+    cubic_spiral,
+    irregular_indices,
+    nested_circles,
+    spiral_family,
+    two_circles,
+    two_moons,
+)
 from .diagnostics import (
     GradientCost,
     cuda_peak_bytes,
@@ -14,6 +38,15 @@ from .diagnostics import (
     saved_tensor_bytes,
 )
 from .errors import SolverError
+from .latent import (
+    GRUForecaster,
+    LatentODE,
+    RecognitionGRU,
+    elbo,
+    gather_times,
+    gaussian_log_likelihood,
+    normal_kl,
+)
 from .models import LinearODE, ODENet
 from .plotting import (
     plot_fit,
@@ -40,10 +73,15 @@ from .widgets import FitExplorer
 __version__ = "0.1.0"
 
 __all__ = [
+    "cubic_spiral", "irregular_indices", "nested_circles", "spiral_family", "two_circles",
+    "two_moons", "GRUForecaster", "LatentODE", "RecognitionGRU", "elbo", "gather_times",
+    "gaussian_log_likelihood", "normal_kl", "AugmentedNODE", "ODEBlock", "ODENetClassifier",
+    "ResidualBlock", "ResNetClassifier", "count_parameters", "CNF", "CNFField", "PlanarFlow",
+    "exact_divergence", "hutchinson_divergence", "standard_normal_logprob",
     "METHODS", "GradientCost", "LinearODE", "ODENet", "SolveStats", "SolverError", "Stats",
-    "TrainResult", "WindowedField", "cuda_peak_bytes", "fit_curves", "fit_mse", "linear_solution",
-    "load_model", "measure_gradient", "odeint", "odeint_adjoint", "predict",
+    "TrainResult", "WindowedField", "cuda_peak_bytes", "fit_curves", "fit_mse",
+    "linear_solution", "load_model", "measure_gradient", "odeint", "odeint_adjoint", "predict",
     "random_stable_matrix", "reconstruction_error", "relative_error", "save_model",
-    "saved_tensor_bytes", "toy_dynamics", "toy_solution", "train", "window_loss", "FitExplorer",
-    "plot_fit", "plot_gradient_check", "plot_loss", "plot_nfe", "plot_residual",
+    "saved_tensor_bytes", "toy_dynamics", "toy_solution", "train", "window_loss",
+    "FitExplorer", "plot_fit", "plot_gradient_check", "plot_loss", "plot_nfe", "plot_residual",
 ]
