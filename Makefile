@@ -7,6 +7,10 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]-*.ipynb))
 # nbval: compare only outputs marked with "# NBVAL_CHECK_OUTPUT"; run on this venv's kernel.
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --nbval-sanitize-with tests/nbval_sanitize.cfg
 
+# The course's tensors are tiny: one thread per process is fastest, and avoids several
+# processes (pytest, a kernel, JupyterLab) fighting over the cores during the tests.
+test lint unit notebooks run bench book: export OMP_NUM_THREADS := 1
+
 .PHONY: install lab test unit notebooks lint run bench book clean
 
 install: $(STAMP)

@@ -198,3 +198,11 @@ def test_building_twice_into_the_same_folder_works(tmp_path):
         build_book(tmp_path / "empty", tmp_path / "book2")
     with pytest.raises(FileNotFoundError, match="MathJax.js"):
         build_book(src, tmp_path / "book3", mathjax=tmp_path / "nowhere")
+
+
+def test_the_installed_mathjax_is_found_so_the_book_works_offline():
+    # jupyter-server-mathjax is a dependency: `make book` must not need the network for math.
+    from neuralode_helpers.book import find_local_mathjax
+
+    found = find_local_mathjax()
+    assert found is not None and (found / "MathJax.js").is_file()
