@@ -1,4 +1,4 @@
-"""Check functions for the exercises at the end of notebooks 00-04.
+"""Check functions for the exercises at the end of notebooks 00-07.
 
 Each ``check_*`` function takes the reader's answer (a function or a class), runs it on small
 problems whose answers are known, and either
@@ -471,3 +471,304 @@ def check_speed_penalty(fn) -> bool:
         raise AssertionError("You penalised |z|^2, the size of the state; the penalty is on the "
                              "speed |f(t, z)|^2, which is what makes the solver take many steps.")
     raise AssertionError("Wrong value: mean over b of the sum over d of f(t, z)[b, d]^2.")
+
+
+# --- notebook 05 -------------------------------------------------------------------------------
+
+
+def check_cubic_field(fn) -> bool:
+    """``fn(A, z)``: the spiral's field A z^(o3) for a batch of states, one state per row.
+
+    z has shape (B, D), A (D, D); row b of the result is A z_b^(o3), i.e. (z**3) @ A.T.
+    """
+    A = torch.tensor([[-0.1, 2.0], [-2.0, -0.1]], dtype=F64)
+    B_ = torch.tensor([[0.3, -1.2, 0.5], [0.8, 0.1, -0.4], [-0.6, 0.9, 0.2]], dtype=F64)
+    gen = torch.Generator().manual_seed(3)
+    for M in (A, B_):
+        z = torch.randn(5, M.shape[0], dtype=F64, generator=gen)
+        try:
+            out = fn(M, z)
+        except RuntimeError as err:  # typically A @ z**3 with z of shape (B, D)
+            raise AssertionError(f"fn(A, z) failed for z of shape {tuple(z.shape)}: {err}. z "
+                                 "holds one state per row, so multiply from the right by A^T: "
+                                 "(z**3) @ A.T.") from None
+        out = _as_tensor(out, "fn(A, z)")
+        _shape(out, z.shape, "the field", "One velocity per state: the shape of z.")
+        if _close(out, (z**3) @ M.T):
+            continue
+        if _close(out, (z**3) @ M):
+            raise AssertionError("A is transposed: with states as rows, A z_b becomes z_b^T A^T, "
+                                 "so the batch is (z**3) @ A.T, not (z**3) @ A.")
+        if _close(out, (z @ M.T) ** 3):
+            raise AssertionError("You cubed after multiplying by A: the field is A applied to the "
+                                 "cubed state, A z^(o3), not (A z)^(o3).")
+        if _close(out, z @ M.T):
+            raise AssertionError("The cube is missing: that is the linear field A z, whose "
+                                 "spiral turns at the same speed everywhere.")
+        raise AssertionError("Wrong values: row b should be A z_b^(o3), i.e. (z**3) @ A.T.")
+    return _ok("row b is A z_b^(o3), for 2-D and 3-D states: (z**3) @ A.T.")
+
+
+def check_kl_to_prior(fn) -> bool:
+    """``fn(mu, logvar)``: KL(N(mu, diag e^logvar) || N(0, I)) per series.
+
+    mu and logvar have shape (B, L); returns (B,) = 1/2 sum_j (mu_j^2 + e^l_j - l_j - 1).
+    """
+    from torch.distributions import Normal, kl_divergence
+
+    gen = torch.Generator().manual_seed(4)
+    mu = torch.randn(6, 4, dtype=F64, generator=gen)
+    logvar = 1.5 * torch.randn(6, 4, dtype=F64, generator=gen)
+    out = _as_tensor(fn(mu, logvar), "fn(mu, logvar)")
+    ref = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.0, 1.0)).sum(-1)
+    if out.shape == ():
+        raise AssertionError("You returned one number for the whole batch: return one KL per "
+                             "series, shape (B,); the ELBO averages over the batch later.")
+    if out.shape == mu.shape:
+        raise AssertionError("Wrong shape (B, L): sum the KL over the latent dimensions. The "
+                             "coordinates of q are independent, so their KLs add up.")
+    _shape(out, (6,), "the KL", "One number per series.")
+    terms = mu**2 + logvar.exp() - logvar - 1
+    if _close(out, ref):
+        if not _close(fn(torch.zeros(2, 3, dtype=F64), torch.zeros(2, 3, dtype=F64)),
+                      torch.zeros(2, dtype=F64)):
+            raise AssertionError("KL(p || p) should be 0 for mu = 0, logvar = 0.")
+        return _ok("your KL matches torch.distributions.kl_divergence, summed over the latent "
+                   "dimensions, and is 0 when q is the prior.")
+    if _close(out, -ref):
+        raise AssertionError("The sign is flipped: a KL divergence is never negative. The ELBO "
+                             "subtracts it: log-likelihood - KL.")
+    if _close(out, 0.5 * terms.mean(-1)):
+        raise AssertionError("You averaged over the latent dimensions: sum them instead; the "
+                             "KL of independent coordinates is the sum of their KLs.")
+    if _close(out, terms.sum(-1)):
+        raise AssertionError("The factor 1/2 is missing: KL = 1/2 sum_j (mu_j^2 + e^l_j - l_j "
+                             "- 1).")
+    if _close(out, 0.5 * (mu**2 + (2 * logvar).exp() - 2 * logvar - 1).sum(-1)):
+        raise AssertionError("You treated logvar as the log of the standard deviation. It is "
+                             "the log-variance: the variance is e^l, the std e^(l/2).")
+    if _close(out, 0.5 * (mu**2 + logvar.exp() - logvar).sum(-1)):
+        raise AssertionError("The -1 per dimension is missing: without it the KL of q = N(0, I) "
+                             "from itself would be L/2 instead of 0.")
+    if _close(out, 0.5 * ((mu**2 + 1) * (-logvar).exp() + logvar - 1).sum(-1)):
+        raise AssertionError("That is KL(N(0, I) || q), the other direction. The ELBO has "
+                             "KL(q || p): the expectation is over q.")
+    raise AssertionError("Wrong values: KL = 1/2 sum_j (mu_j^2 + e^l_j - l_j - 1); compare "
+                         "with torch.distributions.kl_divergence(Normal(mu, (l/2).exp()), "
+                         "Normal(0, 1)).sum(-1).")
+
+
+# --- notebook 06 -------------------------------------------------------------------------------
+
+
+def _mixing_field(z):
+    # A 2-D field with non-zero off-diagonal Jacobian entries, so that summing the whole
+    # Jacobian differs from its trace.
+    z1, z2 = z[:, 0], z[:, 1]
+    return torch.stack([torch.sin(z1) * z2 + z1**2, z1 * z2**2 + torch.tanh(z2)], dim=1)
+
+
+def check_divergence(fn) -> bool:
+    """``fn(f, z)``: the exact divergence tr(df/dz) of a batched field, one value per state.
+
+    ``f`` maps (B, D) to (B, D) row by row; z has shape (B, D); returns (B,).
+    """
+    z = torch.randn(7, 2, dtype=F64, generator=torch.Generator().manual_seed(6))
+    try:
+        out = fn(_mixing_field, z.clone())
+    except RuntimeError as err:
+        hint = ("Make z differentiable first, z = z.detach().requires_grad_(True), inside "
+                "torch.enable_grad().")
+        raise AssertionError(f"fn(f, z) failed: {err}. {hint}") from None
+    out = _as_tensor(out, "fn(f, z)")
+    z1, z2 = z[:, 0], z[:, 1]
+    d11, d12 = torch.cos(z1) * z2 + 2 * z1, torch.sin(z1)
+    d21, d22 = z2**2, 2 * z1 * z2 + 1 - torch.tanh(z2) ** 2
+    trace = d11 + d22
+    if out.shape == z.shape:
+        raise AssertionError("Wrong shape (B, D): add the diagonal entries df_i/dz_i over i, "
+                             "one divergence per state, shape (B,).")
+    if out.shape == ():
+        raise AssertionError("You summed over the batch: return one divergence per state, "
+                             "shape (B,).")
+    _shape(out, (7,), "the divergence", "One number per state.")
+    out = out.detach()
+    if _close(out, trace):
+        return _ok("tr(df/dz) = df1/dz1 + df2/dz2 for every state, off-diagonal terms left out.")
+    if _close(out, -trace):
+        raise AssertionError("The sign is flipped: that is d log p/dt = -tr(df/dz). The "
+                             "divergence itself is +tr(df/dz).")
+    if _close(out, d11 + d12 + d21 + d22):
+        raise AssertionError("You added all the entries of the Jacobian (the gradient of "
+                             "f.sum() holds its column sums). The trace keeps only the diagonal: "
+                             "the i-th entry of the gradient of f[:, i].sum(), summed over i.")
+    if _close(out, d11) or _close(out, d22):
+        raise AssertionError("Only one diagonal entry: the trace is df1/dz1 + df2/dz2, one "
+                             "backward pass per dimension.")
+    raise AssertionError("Wrong values: div f = sum_i df_i/dz_i, evaluated for each state.")
+
+
+def check_hutchinson(fn) -> bool:
+    """``fn(f, z, generator)``: a one-probe Hutchinson estimate eps^T (df/dz) eps per state.
+
+    ``f`` maps (B, D) to (B, D) row by row; draw eps (B, D) with E[eps eps^T] = I from
+    ``generator``; returns (B,). Checked for unbiasedness over many probes.
+    """
+    D = 3
+    W = torch.tensor([[1.5, -0.8, 0.3], [0.6, 2.0, -0.5], [-0.4, 0.7, 1.2]], dtype=F64)
+
+    def f(z):
+        return torch.tanh(z @ W.T)
+
+    z = 0.5 * torch.randn(4, D, dtype=F64, generator=torch.Generator().manual_seed(7))
+    s = 1 - torch.tanh(z @ W.T) ** 2
+    trace = (s * W.diagonal()).sum(-1)  # J_b = diag(s_b) W
+
+    one = _as_tensor(fn(f, z.clone(), torch.Generator().manual_seed(0)), "fn(f, z, generator)")
+    _shape(one, (4,), "the estimate", "One estimate per state, shape (B,).")
+    again = fn(f, z.clone(), torch.Generator().manual_seed(0))
+    if not _close(one.detach(), again.detach()):
+        raise AssertionError("Two calls with the same generator seed gave different values: "
+                             "draw the probe from the generator you are given, e.g. "
+                             "torch.randn(z.shape, generator=generator, dtype=z.dtype).")
+    other = fn(f, z.clone(), torch.Generator().manual_seed(1)).detach()
+    if _close(one.detach(), other):
+        if _close(other, trace):
+            raise AssertionError("That is the exact trace, which does not use a probe and costs "
+                                 "D backward passes. The estimator takes one random eps and "
+                                 "returns eps^T (df/dz) eps.")
+        raise AssertionError("Your estimate does not change with the probe: draw eps from the "
+                             "generator.")
+    # Unbiasedness: K probes per state in one call (each row of the stacked batch gets its own).
+    K = 20000
+    many = fn(f, z.repeat(K, 1), torch.Generator().manual_seed(2)).detach().reshape(K, 4)
+    mean, sem = many.mean(0), many.std(0) / math.sqrt(K)
+    err = (mean - trace).abs()
+    if (err <= 5 * sem + 1e-9).all():
+        return _ok(f"the mean over {K} probes is within {err.max().item():.3f} of the exact "
+                   f"trace (standard error {sem.max().item():.3f}): unbiased, one backward "
+                   "pass per probe.")
+    if (mean + trace).abs().max() <= (5 * sem).max():
+        raise AssertionError("The estimate averages to -tr(df/dz): the sign is flipped. The "
+                             "trace estimate is +eps^T (df/dz) eps; d log p/dt negates it.")
+    if (mean.abs() <= 5 * sem + 1e-9).all():
+        raise AssertionError("The estimate averages to about 0, not the trace. Dot eps with "
+                             "the vector-Jacobian product eps^T df/dz, i.e. the gradient of "
+                             "(f * eps).sum() with respect to z, and then with eps again.")
+    raise AssertionError(f"Biased: over {K} probes the mean is {mean.tolist()} but the trace "
+                         f"is {[round(v, 4) for v in trace.tolist()]}. The probe must satisfy "
+                         "E[eps eps^T] = I: standard normal (torch.randn) or random signs, "
+                         "not torch.rand, which is uniform on [0, 1].")
+
+
+# --- notebook 07 -------------------------------------------------------------------------------
+
+
+def check_resnet_euler(fn) -> bool:
+    """``fn(blocks, h)``: L residual blocks as Euler steps, h_{l+1} = h_l + (1/L) f_l(h_l).
+
+    ``blocks`` is a list of L functions (B, D) -> (B, D); h has shape (B, D); returns h_L.
+    """
+    gen = torch.Generator().manual_seed(8)
+    Ws = [torch.randn(3, 3, dtype=F64, generator=gen) for _ in range(3)]
+    bs = [torch.randn(3, dtype=F64, generator=gen) for _ in range(3)]
+    blocks = [lambda h, W=W, b=b: torch.tanh(h @ W.T + b) for W, b in zip(Ws, bs)]
+    h0 = torch.randn(4, 3, dtype=F64, generator=gen)
+
+    def run(order, scale, residual=True, chained=True):
+        h = h0
+        for f in order:
+            x = h if chained else h0
+            h = (h if residual else 0) + scale * f(x)
+        return h
+
+    out = _as_tensor(fn(list(blocks), h0.clone()), "fn(blocks, h)")
+    _shape(out, h0.shape, "h_L", "Each block maps a state to a state of the same shape.")
+    if not _close(out, run(blocks, 1 / 3)):
+        if _close(out, run(blocks, 1.0)):
+            raise AssertionError("The factor 1/L is missing: each block is an Euler step of size "
+                                 "1/L on [0, 1]; without it, depth changes the total update.")
+        if _close(out, h0 + sum(f(h0) for f in blocks) / 3):
+            raise AssertionError("Every block sees h_0: the blocks are applied in turn, each to "
+                                 "the previous block's output, h_{l+1} = h_l + f_l(h_l) / L.")
+        if _close(out, run(blocks[::-1], 1 / 3)):
+            raise AssertionError("The blocks run in reverse order: f_0 comes first.")
+        if _close(out, run(blocks, 1 / 3, residual=False)) or _close(out, run(blocks, 1.0, False)):
+            raise AssertionError("The skip connection is missing: a residual block returns its "
+                                 "input plus the update, h + f(h) / L.")
+        raise AssertionError("Wrong h_L: h_{l+1} = h_l + (1/L) f_l(h_l) for l = 0, ..., L-1.")
+    # With L copies of one linear field the blocks are Euler's method for dh/dt = h A^T, whose
+    # exact time-1 solution is e^A h_0: the error should halve when L doubles.
+    A = torch.tensor([[-0.3, 1.0, 0.2], [-1.0, -0.2, 0.5], [0.1, -0.4, -0.5]], dtype=F64)
+    exact = h0 @ torch.linalg.matrix_exp(A).T
+    errors = [(fn([lambda h: h @ A.T] * L, h0.clone()) - exact).abs().max().item()
+              for L in (16, 32)]
+    ratio = errors[0] / errors[1]
+    if not 1.7 < ratio < 2.3:
+        raise AssertionError(f"With shared linear blocks, doubling L divided the error against "
+                             f"e^A h_0 by {ratio:.2f}, not about 2 as Euler's method should.")
+    return _ok(f"h_L = h_(L-1) + f(h_(L-1)) / L; with one shared linear block, doubling the "
+               f"depth divides the distance to the ODE's solution e^A h_0 by {ratio:.2f}: "
+               "Euler's method, first order.")
+
+
+def check_augmented_flow(fn) -> bool:
+    """``fn(field, x, p)``: an augmented neural ODE's map x -> first d coordinates of z(1).
+
+    Solve dz/dt = field(t, z) on [0, 1] from z(0) = [x, 0_p]; x has shape (B, d), the result
+    (B, d). ``field`` maps (B, d+p) to (B, d+p).
+    """
+    gen = torch.Generator().manual_seed(9)
+    d, p = 2, 2
+    M = 0.7 * torch.randn(d + p, d + p, dtype=F64, generator=gen)
+
+    def field(t, z):
+        return z @ M.T
+
+    x = torch.randn(5, d, dtype=F64, generator=gen)
+    E = torch.linalg.matrix_exp(M)
+
+    def exact(z0):
+        return z0 @ E.T
+
+    zeros, ones = torch.zeros(5, p, dtype=F64), torch.ones(5, p, dtype=F64)
+    out = _as_tensor(fn(field, x.clone(), p), "fn(field, x, p)")
+    if out.ndim == 3:
+        raise AssertionError("You returned the whole path: odeint's output has the times first, "
+                             "(len(t), B, d+p); take the last time, [-1], then the first d "
+                             "coordinates.")
+    if out.shape == (5, d + p):
+        raise AssertionError("Wrong shape (B, d+p): read out the first d coordinates, "
+                             "z1[:, :d]; the extra p only give the flow room to move.")
+    _shape(out, (5, d), "the output", "The first d coordinates of z(1).")
+    out = out.detach()
+
+    def near(a, b):
+        return torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+    if not near(out, exact(torch.cat([x, zeros], 1))[:, :d]):
+        if near(out, x):
+            raise AssertionError("You returned x: solve the ODE from t = 0 to t = 1 first.")
+        if near(out, exact(torch.cat([x, ones], 1))[:, :d]):
+            raise AssertionError("Pad with zeros, not ones: z(0) = [x, 0]. Every input must "
+                                 "start on the same copy of R^d inside R^(d+p).")
+        if near(out, exact(torch.cat([x, zeros], 1))[:, -d:]):
+            raise AssertionError("You read out the last d coordinates; x went into the first d, "
+                                 "so read out z1[:, :d].")
+        if near(out, exact(torch.cat([zeros, x], 1))[:, :d]) or \
+                near(out, exact(torch.cat([zeros, x], 1))[:, -d:]):
+            raise AssertionError("The zeros went in front: the state is [x, 0_p], x first.")
+        raise AssertionError("Wrong values: solve dz/dt = field(t, z) on [0, 1] from "
+                             "[x, 0_p] (torch.cat along the last dimension), and return "
+                             "the first d coordinates of z(1).")
+    plain = _as_tensor(fn(lambda t, z: -z, x.clone(), 0), "fn(field, x, 0)").detach()
+    if not near(plain, x * math.exp(-1.0)):
+        raise AssertionError("With p = 0 the wrapper should be a plain neural ODE: for "
+                             "dz/dt = -z it must return x e^(-1).")
+    # The 1-D swap of section 4: rotating [x, 0] by pi in the plane maps -1 -> 1 and 1 -> -1.
+    R = math.pi * torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=F64)
+    swap = fn(lambda t, z: z @ R.T, torch.tensor([[-1.0], [1.0]], dtype=F64), 1).detach()
+    if not near(swap, torch.tensor([[1.0], [-1.0]], dtype=F64)):
+        raise AssertionError("The rotation field pi (-z2, z1) with p = 1 should swap -1 and 1.")
+    return _ok("z(1) from [x, 0_p], first d coordinates; with p = 1 the rotation field "
+               "pi (-z2, z1) swaps -1 and 1, the map no plain 1-D flow can make.")

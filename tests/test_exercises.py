@@ -1,4 +1,4 @@
-"""The exercises of notebooks 00-04: every worked solution passes its check, and every check
+"""The exercises of notebooks 00-07: every worked solution passes its check, and every check
 rejects typical wrong answers with a specific hint."""
 
 import math
@@ -195,3 +195,146 @@ def test_speed_penalty_hints():
     rejects(check, lambda func, t, z: z.square().sum(-1).mean(), "penalised \\|z\\|")
     rejects(check, lambda func, t, z: func(t, z).square().sum(-1).mean().item(), "Python float")
     rejects(check, lambda func, t, z: func(t, z).detach().square().sum(-1).mean(), "detached")
+
+
+# --- notebook 05 ---
+
+
+def test_cubic_field_hints():
+    check = ex.check_cubic_field
+    rejects(check, lambda A, z: (z**3) @ A, "transposed")
+    rejects(check, lambda A, z: (z @ A.T) ** 3, "cubed after multiplying")
+    rejects(check, lambda A, z: z @ A.T, "cube is missing")
+    rejects(check, lambda A, z: A @ z**3, "one state per row")
+    rejects(check, lambda A, z: ((z**3) @ A.T)[0], "Wrong shape")
+
+
+def test_kl_to_prior_hints():
+    check = ex.check_kl_to_prior
+    rejects(check, lambda mu, lv: -0.5 * (mu**2 + lv.exp() - lv - 1).sum(-1), "sign is flipped")
+    rejects(check, lambda mu, lv: 0.5 * (mu**2 + lv.exp() - lv - 1).mean(-1), "averaged over")
+    rejects(check, lambda mu, lv: (mu**2 + lv.exp() - lv - 1).sum(-1), "factor 1/2")
+    rejects(check, lambda mu, lv: 0.5 * (mu**2 + (2 * lv).exp() - 2 * lv - 1).sum(-1),
+            "log-variance")
+    rejects(check, lambda mu, lv: 0.5 * (mu**2 + lv.exp() - lv).sum(-1), "-1 per dimension")
+    rejects(check, lambda mu, lv: 0.5 * ((mu**2 + 1) * (-lv).exp() + lv - 1).sum(-1),
+            "other direction")
+    rejects(check, lambda mu, lv: 0.5 * (mu**2 + lv.exp() - lv - 1), "sum the KL over")
+    rejects(check, lambda mu, lv: 0.5 * (mu**2 + lv.exp() - lv - 1).sum(-1).mean(),
+            "whole batch")
+
+
+# --- notebook 06 ---
+
+
+def _jacobian_rows(f, z):
+    z = z.detach().requires_grad_(True)
+    out = f(z)
+    return [torch.autograd.grad(out[:, i].sum(), z, retain_graph=True)[0]
+            for i in range(z.shape[1])]
+
+
+def test_divergence_hints():
+    check = ex.check_divergence
+    rejects(check, lambda f, z: -sum(g[:, i] for i, g in enumerate(_jacobian_rows(f, z))),
+            "sign is flipped")
+    rejects(check, lambda f, z: sum(g.sum(1) for g in _jacobian_rows(f, z)), "all the entries")
+    rejects(check, lambda f, z: _jacobian_rows(f, z)[0][:, 0], "Only one diagonal")
+    rejects(check, lambda f, z: torch.stack([g[:, i] for i, g in
+                                             enumerate(_jacobian_rows(f, z))], 1),
+            "Wrong shape \\(B, D\\)")
+    rejects(check, lambda f, z: torch.autograd.grad(f(z).sum(), z)[0].sum(1), "differentiable")
+
+
+def _vjp(f, z, eps):
+    z = z.detach().requires_grad_(True)
+    return torch.autograd.grad((f(z) * eps).sum(), z)[0]
+
+
+def test_hutchinson_hints():
+    check = ex.check_hutchinson
+
+    def probe(z, g):
+        return torch.randn(z.shape, generator=g, dtype=z.dtype)
+
+    def exact(f, z, g):
+        return torch.stack([r[:, i] for i, r in enumerate(_jacobian_rows(f, z))], 1).sum(1)
+
+    def uniform(f, z, g):
+        eps = torch.rand(z.shape, generator=g, dtype=z.dtype)
+        return (_vjp(f, z, eps) * eps).sum(-1)
+
+    def one_eps(f, z, g):
+        return _vjp(f, z, probe(z, g)).sum(-1)
+
+    def flipped(f, z, g):
+        eps = probe(z, g)
+        return -(_vjp(f, z, eps) * eps).sum(-1)
+
+    def unseeded(f, z, g):
+        eps = torch.randn(z.shape, dtype=z.dtype)
+        return (_vjp(f, z, eps) * eps).sum(-1)
+
+    rejects(check, exact, "exact trace")
+    rejects(check, uniform, "Biased.*torch.rand")
+    rejects(check, one_eps, "about 0")
+    rejects(check, flipped, "sign is flipped")
+    rejects(check, unseeded, "same generator seed")
+
+
+def test_hutchinson_accepts_rademacher_probes():
+    def rademacher(f, z, g):
+        eps = torch.randint(0, 2, z.shape, generator=g).to(z.dtype) * 2 - 1
+        return (_vjp(f, z, eps) * eps).sum(-1)
+
+    assert ex.check_hutchinson(rademacher)
+
+
+# --- notebook 07 ---
+
+
+def test_resnet_euler_hints():
+    check = ex.check_resnet_euler
+
+    def no_scale(blocks, h):
+        for f in blocks:
+            h = h + f(h)
+        return h
+
+    def reversed_order(blocks, h):
+        for f in blocks[::-1]:
+            h = h + f(h) / len(blocks)
+        return h
+
+    def no_skip(blocks, h):
+        for f in blocks:
+            h = f(h) / len(blocks)
+        return h
+
+    rejects(check, no_scale, "factor 1/L")
+    rejects(check, lambda blocks, h: h + sum(f(h) for f in blocks) / len(blocks), "sees h_0")
+    rejects(check, reversed_order, "reverse order")
+    rejects(check, no_skip, "skip connection")
+
+
+def _flow(field, z0):
+    from neuralode_helpers import odeint
+
+    return odeint(field, z0, torch.tensor([0.0, 1.0], dtype=z0.dtype))
+
+
+def test_augmented_flow_hints():
+    check = ex.check_augmented_flow
+
+    def pad(x, p, value=0.0, front=False):
+        extra = torch.full((*x.shape[:-1], p), value, dtype=x.dtype)
+        return torch.cat([extra, x] if front else [x, extra], -1)
+
+    d = 2  # the check's main case
+    rejects(check, lambda field, x, p: _flow(field, pad(x, p))[..., :x.shape[-1]], "whole path")
+    rejects(check, lambda field, x, p: _flow(field, pad(x, p))[-1], "Wrong shape \\(B, d\\+p\\)")
+    rejects(check, lambda field, x, p: _flow(field, pad(x, p, 1.0))[-1][:, :d], "zeros, not ones")
+    rejects(check, lambda field, x, p: _flow(field, pad(x, p))[-1][:, -d:], "last d")
+    rejects(check, lambda field, x, p: _flow(field, pad(x, p, front=True))[-1][:, :d],
+            "zeros went in front")
+    rejects(check, lambda field, x, p: x, "returned x")
