@@ -50,6 +50,7 @@ from neuralode_helpers import (  # noqa: E402
     WindowedField,
     odeint,
     odeint_adjoint,
+    saved_tensor_bytes,
     toy_solution,
     train,
     window_loss,
@@ -170,8 +171,11 @@ def bench_gradient(repeats):
         runs = [gradient(field, z0, t, target, solve) for _ in range(repeats)]
         g, gz, nf, nb, _ = runs[-1]
         backprop = "backprop" in name
+        # memory the graph keeps between forward and backward (parameters not counted)
+        _, saved = saved_tensor_bytes(solve, field, z0.detach().clone().requires_grad_(True),
+                                      t, exclude=list(field.parameters()))
         rows.append(dict(name=name, lib=lib, ms=1e3 * statistics.median(r[4] for r in runs),
-                         nfe_fwd=nf, nfe_bwd=None if backprop else nb,
+                         nfe_fwd=nf, nfe_bwd=None if backprop else nb, kib=saved / 1024,
                          err_theta=rel_err(g, ref_g), err_z0=rel_err(gz, ref_z)))
     return rows, dict(ref_nfe=ref_fwd, check=check)
 
@@ -350,7 +354,9 @@ def report(grad_rows, info, train_rows, repeats, steps, n_seed, quick):
         f"[0, {T_END:g}], loss = MSE to a random target at all times, float32, dopri5, "
         f"rtol={RTOL:g}, atol={ATOL:g} forward and backward. Time: median of {repeats} runs "
         "after one warm-up. NFE: calls of the vector field (counted the same way for both "
-        "libraries). Errors: relative 2-norm error against a float64 reference (backprop "
+        "libraries). Saved: memory of the tensors the autograd graph keeps for backward after "
+        "the forward pass (parameters excluded; `saved_tensor_bytes`). "
+        "Errors: relative 2-norm error against a float64 reference (backprop "
         f"through our dopri5, rtol={REF_RTOL:g}, atol={REF_ATOL:g}, "
         f"{info['ref_nfe']} forward NFE).", "",
     ]
@@ -362,12 +368,13 @@ def report(grad_rows, info, train_rows, repeats, steps, n_seed, quick):
                and "adjoint" in r["name"]]
     best = min(tdq_adj) if tdq_adj else None
     lines += ["| method | median time (ms) | time / best torchdiffeq adjoint | forward NFE | "
-              "backward NFE | rel. error dL/dθ | rel. error dL/dz0 |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "backward NFE | saved (KiB) | rel. error dL/dθ | rel. error dL/dz0 |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in grad_rows:
         ratio = "—" if best is None else f"{r['ms'] / best:.2f}"
         lines.append(f"| {r['name']} | {r['ms']:.1f} | {ratio} | {r['nfe_fwd']} | "
-                     f"{fmt(r['nfe_bwd'], 'd')} | {r['err_theta']:.1e} | {r['err_z0']:.1e} |")
+                     f"{fmt(r['nfe_bwd'], 'd')} | {r['kib']:,.0f} | {r['err_theta']:.1e} | "
+                     f"{r['err_z0']:.1e} |")
     if best is None:
         lines += ["", "torchdiffeq is not installed: its rows are skipped "
                   "(`pip install torchdiffeq`)."]
