@@ -50,6 +50,7 @@ from neuralode_helpers import (  # noqa: E402
     WindowedField,
     odeint,
     odeint_adjoint,
+    relative_error,
     saved_tensor_bytes,
     toy_solution,
     train,
@@ -148,10 +149,6 @@ def solvers(rtol, atol):
     return out
 
 
-def rel_err(x, ref):
-    return float((x.double() - ref).norm() / ref.norm())
-
-
 def bench_gradient(repeats):
     field, z0, t, target = make_problem(torch.float32)
     field64, z064, t64, target64 = make_problem(torch.float64)
@@ -163,7 +160,7 @@ def bench_gradient(repeats):
     if torchdiffeq is not None:
         g2, gz2, *_ = gradient(field64, z064, t64, target64, lambda f, z, tt: torchdiffeq.odeint(
             f, z, tt, rtol=REF_RTOL, atol=REF_ATOL, method="dopri5"))
-        check = (rel_err(g2, ref_g), rel_err(gz2, ref_z))
+        check = (relative_error(g2, ref_g), relative_error(gz2, ref_z))
 
     rows = []
     for name, (lib, solve) in solvers(RTOL, ATOL).items():
@@ -176,7 +173,7 @@ def bench_gradient(repeats):
                                       t, exclude=list(field.parameters()))
         rows.append(dict(name=name, lib=lib, ms=1e3 * statistics.median(r[4] for r in runs),
                          nfe_fwd=nf, nfe_bwd=None if backprop else nb, kib=saved / 1024,
-                         err_theta=rel_err(g, ref_g), err_z0=rel_err(gz, ref_z)))
+                         err_theta=relative_error(g, ref_g), err_z0=relative_error(gz, ref_z)))
     return rows, dict(ref_nfe=ref_fwd, check=check)
 
 
