@@ -1,32 +1,37 @@
 r"""Gradients of an ODE solve by the adjoint sensitivity method (Chen et al. 2018, Alg. 1).
 
 For outputs :math:`z_i = z(t_i)` of :math:`\dot z = f(t, z; \theta)` and a loss
-:math:`L(z_0, \dots, z_{T-1})`, the adjoint :math:`a(t) = \partial L / \partial z(t)` obeys
+:math:`L(z_0, \dots, z_{T-1})` with direct partials :math:`\ell_i = \partial L/\partial z_i`,
+the adjoint :math:`a(t) = dL/dz(t)` (a column vector, the total sensitivity) obeys
 
 .. math::
-    \dot a = -a^\top \frac{\partial f}{\partial z}, \qquad
-    a(t_i^-) = a(t_i^+) + \frac{\partial L}{\partial z_i}
+    \dot a = -\Big(\frac{\partial f}{\partial z}\Big)^\top a, \qquad
+    a(t_i^-) = a(t_i^+) + \ell_i
 
-backwards from :math:`a(t_{T-1}) = \partial L/\partial z_{T-1}`, and
+backwards from :math:`a(t_{T-1}) = \ell_{T-1}`, and
 
 .. math::
-    \frac{dL}{d\theta} = \int_{t_0}^{t_{T-1}} a^\top \frac{\partial f}{\partial \theta}\,dt,
+    \frac{dL}{d\theta} = \int_{t_0}^{t_{T-1}}
+        \Big(\frac{\partial f}{\partial \theta}\Big)^\top a\,dt,
     \qquad
-    \frac{dL}{dt_i} = \frac{\partial L}{\partial z_i}^\top f(t_i, z_i)\ (i \ge 1),
+    \frac{dL}{dt_i} = \ell_i^\top f(t_i, z_i)\ (i \ge 1),
     \qquad
     \frac{dL}{dt_0} = -a(t_0)^\top f(t_0, z_0).
 
-One backward solve carries the augmented state :math:`[z, a, g_\theta]` from
-:math:`t_{T-1}` to :math:`t_0`, with :math:`\dot g_\theta = -a^\top \partial f/\partial\theta`
-(so that :math:`g_\theta(t_0) = dL/d\theta`), and adds the jumps in :math:`a` on the way. The
-time gradients need no channel of their own: :math:`\frac{d}{dt}(a^\top f) =
-a^\top \partial f/\partial t`, so Chen et al.'s extra channel for :math:`\partial L/\partial t`
-integrates to exactly the closed form above.
+One backward solve carries the augmented state :math:`[z, a, a_\theta]` from
+:math:`t_{T-1}` to :math:`t_0`, with
+:math:`\dot a_\theta = -(\partial f/\partial\theta)^\top a` (so that
+:math:`a_\theta(t_0) = dL/d\theta`), and adds the jumps in :math:`a` on the way. The time
+gradients need no channel of their own: :math:`\frac{d}{dt}(a^\top f) =
+a^\top \partial f/\partial t`, so Chen et al.'s extra channel :math:`a_t` integrates to
+exactly the closed form above.
 
 The gradient is that of the *continuous* problem, approximated to the backward solve's
 tolerance; it is not the exact gradient of the discretised forward solve, as backprop through
 :func:`odeint` would be. It is also only as good as the backward reconstruction of
-:math:`z(t)`, which is unstable for strongly contracting dynamics.
+:math:`z(t)`, which is unstable for strongly contracting dynamics: by default z is restored
+from the forward pass at every observation time, so the reconstruction only has to hold over
+one interval between observation times.
 """
 
 from __future__ import annotations
@@ -34,15 +39,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .solvers import Stats, check_inputs, checked_func, solve
+from .solvers import Stats, solve
+from .solvers.checks import check_call, check_method, untracked_leaves
 
 
 class _AdjointFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z0, t, cfg, *params):
+    def forward(ctx, y0, t, cfg, *params):
         with torch.no_grad():
-            ys = solve(cfg["func"], z0, t, method=cfg["method"], rtol=cfg["rtol"],
-                       atol=cfg["atol"], options=cfg["options"], stats=cfg["stats"].forward)
+            ys = solve(cfg["func"], y0, t, method=cfg["method"], rtol=cfg["rtol"],
+                       atol=cfg["atol"], options=cfg["options"], stats=cfg["stats"].forward,
+                       segments=cfg["segments"], f0=cfg.pop("f0"))
         ctx.cfg = cfg
         ctx.save_for_backward(t, ys, *params)
         return ys
@@ -58,26 +65,29 @@ class _AdjointFn(torch.autograd.Function):
         param_numels = [p.numel() for p in params]
         want_params = any(ctx.needs_input_grad[3:])
 
-        # ---- augmented dynamics: one VJP gives da/dt and dg/dt for the whole batch --------
+        # ---- augmented dynamics: one VJP gives da/dt and da_θ/dt for the whole batch -------
         def augmented(tt, y):
             z = y[:n].view(shape).detach().requires_grad_(True)
             a = y[n:2 * n].view(shape)
             with torch.enable_grad():
                 f = func(tt, z)
                 inputs = (z, *params) if want_params else (z,)
-                vjps = torch.autograd.grad(f, inputs, -a, allow_unused=True)
+                if f.requires_grad:
+                    vjps = torch.autograd.grad(f, inputs, -a, allow_unused=True)
+                else:  # f depends on neither z nor θ: every vector-Jacobian product is 0
+                    vjps = (None,) * len(inputs)
             parts = [f.detach().reshape(-1)]
             for v, x in zip(vjps, inputs):
                 parts.append(torch.zeros(x.numel(), dtype=y.dtype, device=y.device)
-                             if v is None else v.reshape(-1))
+                             if v is None else v.reshape(-1).to(y.dtype))
             return torch.cat(parts)
 
-        # ---- initial state at t_{T-1}: z, a = dL/dz(t_{T-1}), g = 0 --------------------
+        # ---- initial state at t_{T-1}: z, a = ℓ_{T-1}, a_θ = 0 ---------------------------
         n_param = sum(param_numels) if want_params else 0
         y_end = torch.cat([ys[-1].reshape(-1), grad_ys[-1].reshape(-1),
                            ys.new_zeros(n_param)])
 
-        # ---- jumps: at each t_i the loss's direct gradient joins the adjoint -------------
+        # ---- jumps: at each t_i the loss's direct partial ℓ_i joins the adjoint ------------
         T = len(t)
 
         def jump(k, y):
@@ -87,16 +97,20 @@ class _AdjointFn(torch.autograd.Function):
             y = y.clone()
             y[n:2 * n] += grad_ys[i].reshape(-1)
             if cfg["checkpoint"]:
-                y[:n] = ys[i].reshape(-1)
+                y[:n] = ys[i].reshape(-1)  # restore z from the forward pass
             return y
 
         # ---- one backward solve from t_{T-1} to t_0 ---------------------------------------
+        # The error norm sees [z, a] as one part and a_θ as another; the seminorm counts
+        # only the first (a_θ is a pure quadrature that never feeds back).
+        segments = [2 * n, n_param] if n_param else [2 * n]
         y0 = solve(augmented, y_end, t.flip(0), method=cfg["adjoint_method"],
                    rtol=cfg["adjoint_rtol"], atol=cfg["adjoint_atol"],
                    options=cfg["adjoint_options"], stats=cfg["stats"].backward, callback=jump,
-                   norm_split=2 * n, seminorm=cfg["seminorm"])[-1]
+                   segments=segments, n_counted=1 if cfg["seminorm"] else len(segments),
+                   seminorm=cfg["seminorm"])[-1]
         a0 = y0[n:2 * n].view(shape)
-        grad_z0 = a0 + grad_ys[0]
+        grad_y0 = a0 + grad_ys[0]
 
         # ---- time gradients in closed form -------------------------------------------------
         grad_t = None
@@ -111,12 +125,61 @@ class _AdjointFn(torch.autograd.Function):
         if want_params:
             flat = y0[2 * n:].split(param_numels)
             grads_params = [g.view_as(p) for g, p in zip(flat, params)]
-        return (grad_z0, grad_t, None, *grads_params)
+        return (grad_y0, grad_t, None, *grads_params)
 
 
-def odeint_adjoint(func, z0, t, *, method="dopri5", rtol=1e-6, atol=1e-8, adjoint_rtol=None,
-                   adjoint_atol=None, adjoint_method=None, params=None, options=None,
-                   adjoint_options=None, seminorm=True, checkpoint=False, stats=None):
+def _trainable(func, params, adjoint_params):
+    """The tensors that get gradients: ``params`` (or torchdiffeq's ``adjoint_params``), by
+    default the module's parameters; only those that require grad, each once."""
+    if params is not None and adjoint_params is not None:
+        raise ValueError("pass params or adjoint_params (the same thing), not both")
+    params = adjoint_params if params is None else params
+    if params is None:
+        params = func.parameters() if isinstance(func, nn.Module) else ()
+    elif isinstance(params, torch.Tensor):
+        raise TypeError("params must be a sequence of tensors, got one tensor: pass [tensor]")
+    try:
+        params = list(params)
+    except TypeError:
+        raise TypeError(f"params must be a sequence of tensors, got "
+                        f"{type(params).__name__}") from None
+    unique = []
+    for p in params:
+        if not isinstance(p, torch.Tensor):
+            raise TypeError(f"params must be tensors, got {type(p).__name__}")
+        if p.requires_grad and not any(p is q for q in unique):
+            unique.append(p)
+    return unique
+
+
+def _adjoint_options(method, options, adjoint_method, adjoint_options, seminorm, n_fields):
+    """The backward solve's options and seminorm flag. Without ``adjoint_options`` the
+    backward inherits the forward's options when it uses the same method (torchdiffeq's
+    rule), else none. ``adjoint_options["norm"]`` may be ``"seminorm"`` or a function of the
+    scaled errors of (z, a, a_θ)."""
+    if adjoint_options is None:
+        adjoint_options = ({k: v for k, v in options.items() if k != "norm"}
+                           if adjoint_method == method else {})
+    adjoint_options = dict(adjoint_options)
+    norm = adjoint_options.get("norm")
+    if isinstance(norm, str):
+        if norm != "seminorm":
+            raise ValueError(f"adjoint_options['norm'] must be 'seminorm' or a function, "
+                             f"got {norm!r}")
+        del adjoint_options["norm"]
+        seminorm = True
+    elif callable(norm):
+        def user_norm(scaled, norm=norm):
+            return norm(tuple(scaled.split(n_fields)))
+
+        adjoint_options["norm"] = user_norm
+    return adjoint_options, bool(seminorm)
+
+
+def odeint_adjoint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", options=None,
+                   adjoint_rtol=None, adjoint_atol=None, adjoint_method=None,
+                   adjoint_options=None, params=None, adjoint_params=None, seminorm=True,
+                   checkpoint=True, stats=None):
     r"""Solve :math:`\dot z = f(t, z; \theta)` like :func:`odeint`; differentiate by the adjoint.
 
     The forward solve keeps no graph: memory does not grow with the number of solver steps.
@@ -125,29 +188,39 @@ def odeint_adjoint(func, z0, t, *, method="dopri5", rtol=1e-6, atol=1e-8, adjoin
 
     Parameters
     ----------
-    func : ``func(t, z) -> dz/dt``; an ``nn.Module`` (its trainable parameters get gradients)
-        or any callable together with ``params``.
-    z0 : Tensor ``(*S)``;  t : Tensor ``(T,)``, strictly monotonic (may decrease).
-    method, rtol, atol, options : as for :func:`odeint`, for the forward solve. ``method`` may
-        be any of :data:`~neuralode_helpers.solvers.METHODS`, scipy's black boxes included.
+    func : ``func(t, z) -> dz/dt``; an ``nn.Module`` (its parameters that require grad get
+        gradients; buffers and unused parameters are fine) or any callable with ``params``.
+    z0 : Tensor ``(*S)`` or a tuple of tensors; t : Tensor ``(T,)``, strictly monotonic
+        (may decrease); ``T = 1`` returns ``z0[None]``.
+    rtol, atol, method, options : as for :func:`odeint` (defaults rtol 1e-7, atol 1e-9,
+        dopri5), for the forward solve; scipy's black boxes included.
     adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options : for the backward solve;
-        default to the forward's.
-    params : sequence of tensors that ``func`` uses and that should receive gradients;
-        default: ``func.parameters()`` that require grad, or none for a plain function.
-    seminorm : bool, default True. Leave the parameter-gradient channels out of the backward
+        default to the forward's (the options only when the method is the same).
+        ``adjoint_options={"norm": "seminorm"}`` is torchdiffeq's way to ask for the seminorm.
+    params, adjoint_params : sequence of tensors that ``func`` uses and that should receive
+        gradients (two names for one thing; torchdiffeq calls it ``adjoint_params``);
+        default: ``func.parameters()``. Tensors that do not require grad are skipped, and a
+        tensor listed twice counts once. If ``func`` depends on a tensor that requires grad
+        but is not in ``params`` (a closure), the call raises ``ValueError``: its gradient
+        would otherwise be lost.
+    seminorm : bool, default True. Leave the parameter channels a_θ out of the backward
         solve's error norm (Kidger, Chen & Lyons 2021): they are pure quadratures that never
-        feed back into the dynamics, so controlling their error wastes steps. With ``False``
-        the norm is the larger of the RMS norms of [z, a] and of the parameter channels
-        (dopri5; scipy's methods use their own RMS over all channels).
-    checkpoint : bool, default False. At each observation time, restore z from the state
-        stored in the forward pass instead of trusting the backward reconstruction (helps on
-        dissipative dynamics; memory grows only with ``len(t)``).
+        feed back into the dynamics, so controlling their error wastes steps. torchdiffeq's
+        default is the full norm; ``False`` gives it here: the larger of the RMS norms of
+        [z, a] and of a_θ (adaptive torch methods; scipy's use one RMS over all channels).
+    checkpoint : bool, default True. At each observation time, restore z from the state
+        stored in the forward pass instead of trusting the backward reconstruction. This is
+        free (the outputs are kept anyway) and it is what makes the gradient right on
+        contracting dynamics, where reconstructing z backwards is unstable. The risk that
+        remains: a long stretch between two observation times, over which the
+        reconstruction can still diverge; add observation times (with zero loss) to shorten
+        it. ``False`` trusts the reconstruction all the way (Chen et al.'s algorithm).
     stats : :class:`~neuralode_helpers.solvers.Stats`, optional; forward counters are filled
         by the call, backward counters by ``backward()``.
 
     Returns
     -------
-    Tensor ``(T, *S)``, the same values as :func:`odeint` with the same arguments.
+    Tensor ``(T, *S)`` (a tuple for a tuple state), the same values as :func:`odeint`.
 
     Notes
     -----
@@ -155,23 +228,43 @@ def odeint_adjoint(func, z0, t, *, method="dopri5", rtol=1e-6, atol=1e-8, adjoin
     tolerances; they differ from backprop-through-the-solver gradients by about the solver
     error. Second derivatives are not supported.
     """
-    options = check_inputs(func, z0, t, method, rtol, atol, options)
-    adjoint_method = method if adjoint_method is None else adjoint_method
+    call = check_call(func, z0, t, method, rtol, atol, options)
+    params = _trainable(func, params, adjoint_params)
+    if call.trivial:
+        return call.state.repeat(z0, call.t.numel())
+    adjoint_method = call.method if adjoint_method is None else adjoint_method
     adjoint_rtol = rtol if adjoint_rtol is None else adjoint_rtol
     adjoint_atol = atol if adjoint_atol is None else adjoint_atol
-    adjoint_options = check_inputs(func, z0, t, adjoint_method, adjoint_rtol, adjoint_atol,
-                                   options if adjoint_options is None else adjoint_options)
-    if params is None:
-        params = ([p for p in func.parameters() if p.requires_grad]
-                  if isinstance(func, nn.Module) else [])
-    else:
-        params = list(params)
-        for p in params:
-            if not isinstance(p, torch.Tensor):
-                raise TypeError(f"params must be tensors, got {type(p).__name__}")
-    cfg = dict(func=checked_func(func, z0), method=method, rtol=rtol, atol=atol,
-               options=options, adjoint_method=adjoint_method, adjoint_rtol=adjoint_rtol,
+    n = call.y0.numel()
+    adjoint_options, seminorm = _adjoint_options(
+        call.method, call.options, adjoint_method, adjoint_options, seminorm,
+        [n, n, sum(p.numel() for p in params)])
+    custom_norm = adjoint_options.pop("norm", None)
+    adjoint_method, adjoint_options = check_method(adjoint_method, adjoint_rtol, adjoint_atol,
+                                                   adjoint_options, prefix="adjoint_")
+    if custom_norm is not None:
+        adjoint_options["norm"] = custom_norm
+    f0 = None
+    if torch.is_grad_enabled():
+        # One evaluation with a graph: does func depend on a tensor we would not
+        # differentiate? (It also serves as the forward solve's first evaluation.)
+        with torch.enable_grad():
+            f0 = call.func(call.t[0].detach(), call.y0.detach())
+        lost = untracked_leaves(f0, params)
+        if lost:
+            shapes = ", ".join(str(tuple(x.shape)) for x in lost[:3])
+            raise ValueError(
+                f"func depends on {len(lost)} tensor(s) that require grad but are not in "
+                f"params (shapes {shapes}): their gradient would be lost. Pass them as "
+                "params=[...] (torchdiffeq: adjoint_params=), or make func an nn.Module "
+                "that holds them as parameters")
+        f0 = f0.detach()
+        if call.method.startswith("scipy:"):
+            f0 = None  # scipy evaluates its own first point
+    cfg = dict(func=call.func, method=call.method, rtol=rtol, atol=atol,
+               options=call.options, adjoint_method=adjoint_method, adjoint_rtol=adjoint_rtol,
                adjoint_atol=adjoint_atol, adjoint_options=adjoint_options,
-               seminorm=bool(seminorm), checkpoint=bool(checkpoint),
-               stats=Stats() if stats is None else stats)
-    return _AdjointFn.apply(z0, t, cfg, *params)
+               seminorm=seminorm, checkpoint=bool(checkpoint), segments=call.state.segments,
+               f0=f0, stats=Stats() if stats is None else stats)
+    ys = _AdjointFn.apply(call.y0, call.t, cfg, *params)
+    return call.state.unpack_outputs(ys)

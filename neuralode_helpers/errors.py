@@ -7,7 +7,7 @@ class SolverError(RuntimeError):
     Attributes
     ----------
     t_reached : float
-        The last time the solver reached successfully.
+        The last time the solver reached with an accepted step.
     method : str
         The method that failed.
     """
@@ -15,10 +15,16 @@ class SolverError(RuntimeError):
     def __init__(self, reason: str, *, t_reached: float, method: str):
         self.t_reached = float(t_reached)
         self.method = method
+        if method.startswith("scipy:"):
+            limit = "a larger options['max_nfe']"
+        elif method in ("euler", "midpoint", "rk4"):
+            limit = "a smaller options['step_size']"
+        else:
+            limit = "a larger options['max_num_steps']"
         hint = (
             "Try a looser tolerance (larger rtol/atol), a stiff method such as "
             "method='scipy:BDF' or 'scipy:LSODA', a smaller learning rate if this "
-            "happened during training, or a larger options['max_steps']."
+            f"happened during training, or {limit}."
         )
         super().__init__(
             f"{method}: {reason} (the solve reached t = {self.t_reached:.6g}). {hint}"

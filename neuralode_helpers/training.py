@@ -135,12 +135,13 @@ def train(model, *, steps=300, batch_size=100, lr=1e-2, lr_final=1e-3, weight_de
             loss = window_loss(model, t0, c, window=window, n_obs=n_obs, adjoint=adjoint,
                                method=method, rtol=rtol, atol=atol, options=options,
                                stats=stats)
+            value = loss.item()
+            # Checked before the step: a non-finite loss must not reach the weights.
+            if not math.isfinite(value):
+                raise FloatingPointError(f"loss became {value} at step {step}: try a smaller lr")
             loss.backward()
             opt.step()
             sched.step()
-            value = loss.item()
-            if not math.isfinite(value):
-                raise FloatingPointError(f"loss became {value} at step {step}: try a smaller lr")
             result.losses.append(value)
             result.nfe_forward.append(stats.forward.nfe)
             result.nfe_backward.append(stats.backward.nfe)

@@ -21,7 +21,7 @@ def solver(request):
 @pytest.mark.parametrize("t,match", [
     (torch.tensor(1.0, dtype=F64), "t must be 1-D"),
     (torch.ones(2, 2, dtype=F64), "t must be 1-D"),
-    (torch.tensor([0.0], dtype=F64), "at least 2"),
+    (torch.zeros(0, dtype=F64), "at least 1"),
     (torch.tensor([0.0, 1.0, 1.0], dtype=F64), "strictly increasing or strictly decreasing"),
     (torch.tensor([0.0, 1.0, 0.5], dtype=F64), "strictly increasing or strictly decreasing"),
     (torch.tensor([0.0, float("nan")], dtype=F64), "t must be finite"),
@@ -47,11 +47,6 @@ def test_not_tensors(solver):
         solver(3.0, Z0, T)
 
 
-def test_dtype_mismatch(solver):
-    with pytest.raises(TypeError, match="share a dtype"):
-        solver(f, Z0.float(), T)
-
-
 def test_device_mismatch(solver):
     meta = torch.tensor([0.0, 1.0], dtype=F64, device="meta")
     with pytest.raises(ValueError, match="same device"):
@@ -73,15 +68,47 @@ def test_wrong_output_shape_and_dtype(solver):
 
 
 def test_unknown_method_lists_valid_ones(solver):
-    with pytest.raises(ValueError, match="valid methods: euler, rk4, dopri5, scipy:RK45"):
+    with pytest.raises(ValueError, match="valid methods: euler, midpoint, rk4, adaptive_heun"):
         solver(f, Z0, T, method="rk45")
 
 
-def test_fixed_step_needs_step_size(solver):
-    with pytest.raises(ValueError, match="step_size"):
-        solver(f, Z0, T, method="rk4")
+def test_bad_step_size(solver):
     with pytest.raises(ValueError, match="step_size"):
         solver(f, Z0, T, method="euler", options={"step_size": -0.1})
+    with pytest.raises(ValueError, match="step_size"):
+        solver(f, Z0, T, method="rk4", options={"step_size": "0.1"})
+
+
+def test_renamed_options_say_their_new_name(solver):
+    with pytest.raises(ValueError, match="'max_steps' is called 'max_num_steps'"):
+        solver(f, Z0, T, options={"max_steps": 10})
+
+
+def test_bad_option_values(solver):
+    with pytest.raises(ValueError, match="max_num_steps.*positive integer"):
+        solver(f, Z0, T, options={"max_num_steps": 2.5})
+    with pytest.raises(TypeError, match="norm.*function"):
+        solver(f, Z0, T, options={"norm": "rms"})
+
+
+def test_bad_z0_containers(solver):
+    with pytest.raises(TypeError, match="tuple of tensors, got a list"):
+        solver(f, [Z0, Z0], T)
+    with pytest.raises(TypeError, match=r"z0\[1\] must be a torch.Tensor"):
+        solver(lambda t, z: z, (Z0, None), T)
+    with pytest.raises(TypeError, match="z0 must be a torch.Tensor, got NoneType"):
+        solver(f, None, T)
+    with pytest.raises(TypeError, match="t must be a torch.Tensor, got NoneType"):
+        solver(f, Z0, None)
+    with pytest.raises(TypeError, match="func must be callable"):
+        solver(None, Z0, T)
+
+
+def test_tuple_func_must_return_a_tuple(solver):
+    with pytest.raises(TypeError, match="must return a tuple of 2 tensors"):
+        solver(lambda t, z: z[0], (Z0, Z0), T)
+    with pytest.raises(ValueError, match=r"func\(t, z\)\[1\] returned shape"):
+        solver(lambda t, z: (z[0], z[1][:1]), (Z0, Z0), T)
 
 
 def test_unknown_option(solver):
@@ -119,10 +146,11 @@ def test_finite_time_blow_up_raises_solver_error(method):
     assert "scipy:BDF" in str(err) and "t = " in str(err)
 
 
-def test_max_steps_raises_solver_error():
-    with pytest.raises(nh.SolverError, match="max_steps=5"):
+def test_max_num_steps_raises_solver_error():
+    with pytest.raises(nh.SolverError, match="max_num_steps=5") as info:
         nh.odeint(lambda t, z: torch.cos(50 * t) * z, Z0, torch.tensor([0.0, 10.0], dtype=F64),
-                  options={"max_steps": 5})
+                  options={"max_num_steps": 5})
+    assert "options['max_num_steps']" in str(info.value)
 
 
 def test_nan_in_dynamics_raises_solver_error():
@@ -138,8 +166,8 @@ def test_failure_in_backward_solve_raises_solver_error():
     # solve cannot meet within 3 steps.
     z0 = torch.ones(1, dtype=F64, requires_grad=True)
     zs = nh.odeint_adjoint(blow_up, z0, torch.tensor([0.0, 0.5], dtype=F64),
-                           adjoint_options={"max_steps": 3})
-    with pytest.raises(nh.SolverError, match="max_steps=3"):
+                           adjoint_options={"max_num_steps": 3})
+    with pytest.raises(nh.SolverError, match="max_num_steps=3"):
         zs.sum().backward()
 
 
@@ -163,7 +191,7 @@ def test_scipy_internal_failure_becomes_solver_error(monkeypatch):
     def broken(*args, **kwargs):
         raise ValueError("array must not contain infs or NaNs")
 
-    monkeypatch.setattr(scipy.integrate, "solve_ivp", broken)
+    monkeypatch.setattr(scipy.integrate.BDF, "step", broken)
     with pytest.raises(nh.SolverError, match="array must not contain infs"):
         nh.odeint(f, Z0, T, method="scipy:BDF")
 

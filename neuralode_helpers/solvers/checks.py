@@ -1,0 +1,248 @@
+"""Input checks: every bad argument gets a clear TypeError or ValueError that names it.
+
+Also the packing of a tuple state ``(z_1, z_2, …)`` into one flat vector for the solvers, and
+the check that a function's gradients will not be lost (``untracked_leaves``).
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import torch
+
+FIXED_STEP_METHODS = ("euler", "midpoint", "rk4")
+ADAPTIVE_METHODS = ("adaptive_heun", "bosh3", "dopri5", "tsit5")
+SCIPY_METHODS = ("scipy:RK45", "scipy:RK23", "scipy:DOP853", "scipy:Radau", "scipy:BDF",
+                 "scipy:LSODA")
+METHODS = FIXED_STEP_METHODS + ADAPTIVE_METHODS + SCIPY_METHODS
+
+# Options each family understands (torchdiffeq's names); anything else is a typo we want to
+# report, not ignore.
+_OPTIONS = {
+    "fixed": {"step_size"},
+    "adaptive": {"first_step", "max_num_steps", "safety", "ifactor", "dfactor", "norm"},
+    "scipy": {"first_step", "max_step", "min_step", "max_nfe"},
+}
+_RENAMED = {"max_steps": "max_num_steps", "min_factor": "dfactor", "max_factor": "ifactor"}
+
+
+def method_family(method: str) -> str:
+    if method in FIXED_STEP_METHODS:
+        return "fixed"
+    return "scipy" if method.startswith("scipy:") else "adaptive"
+
+
+def check_method(method, rtol, atol, options, *, prefix=""):
+    """Validate a method with its tolerances and options; return ``(method, options)``.
+
+    ``method="scipy_solver"`` with ``options={"solver": "LSODA"}`` is torchdiffeq's
+    spelling of ``method="scipy:LSODA"``. ``prefix`` ("adjoint_") names the arguments in
+    messages.
+    """
+    options = dict(options or {})
+    if method is None:
+        method = "dopri5"
+    if method == "scipy_solver":
+        method = "scipy:" + str(options.pop("solver", "LSODA"))
+    if method not in METHODS:
+        raise ValueError(f"unknown {prefix}method {method!r}; valid methods: "
+                         f"{', '.join(METHODS)} (or 'scipy_solver' with "
+                         "options={'solver': name})")
+    for name, tol in ((prefix + "rtol", rtol), (prefix + "atol", atol)):
+        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol > 0:
+            raise ValueError(f"{name} must be a positive number, got {tol!r}")
+    family = method_family(method)
+    unknown = set(options) - _OPTIONS[family]
+    if unknown:
+        hints = [f"{k!r} is called {_RENAMED[k]!r} here" for k in sorted(unknown)
+                 if k in _RENAMED]
+        raise ValueError(f"unknown {prefix}option(s) {sorted(unknown)} for method {method!r}; "
+                         f"valid: {sorted(_OPTIONS[family])}"
+                         + (f" ({'; '.join(hints)})" if hints else ""))
+    for key, value in options.items():
+        if key == "norm":
+            if not callable(value):
+                raise TypeError(f"{prefix}options['norm'] must be a function of the scaled "
+                                f"error, got {type(value).__name__}")
+        elif key == "max_num_steps" or key == "max_nfe":
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{prefix}options[{key!r}] must be a positive integer, "
+                                 f"got {value!r}")
+        elif key == "step_size" and value is None:
+            continue
+        elif isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+            raise ValueError(f"{prefix}options[{key!r}] must be a positive number, "
+                             f"got {value!r}")
+    return method, options
+
+
+class State:
+    """A state that is one tensor, or a tuple of tensors packed into one flat vector.
+
+    A single tensor is passed through untouched (no reshape, no copy). A tuple is
+    concatenated in the promoted dtype; ``func`` still sees a tuple, each element with its
+    own shape and dtype, and the outputs are unpacked the same way.
+    """
+
+    def __init__(self, z0):
+        self.is_tuple = isinstance(z0, tuple)
+        parts = z0 if self.is_tuple else (z0,)
+        self.shapes = [p.shape for p in parts]
+        self.dtypes = [p.dtype for p in parts]
+        self.numels = [p.numel() for p in parts]
+        dtype = parts[0].dtype
+        for p in parts[1:]:
+            dtype = torch.promote_types(dtype, p.dtype)
+        self.dtype = dtype
+
+    @property
+    def segments(self):
+        """Sizes of the parts, for the error norm (the largest RMS over the parts)."""
+        return self.numels if self.is_tuple else None
+
+    def pack(self, z0):
+        if not self.is_tuple:
+            return z0
+        return torch.cat([p.reshape(-1).to(self.dtype) for p in z0])
+
+    def unpack(self, y):
+        if not self.is_tuple:
+            return y
+        return tuple(p.view(s).to(d) for p, s, d in zip(y.split(self.numels), self.shapes,
+                                                        self.dtypes))
+
+    def unpack_outputs(self, ys):
+        if not self.is_tuple:
+            return ys
+        T = ys.shape[0]
+        return tuple(p.reshape(T, *s).to(d) for p, s, d in zip(ys.split(self.numels, dim=1),
+                                                               self.shapes, self.dtypes))
+
+    def repeat(self, z0, T):
+        """z0 at each of T times (a single time, or a state with no entries)."""
+        if not self.is_tuple:
+            return z0.unsqueeze(0).expand(T, *z0.shape).clone()
+        return tuple(p.unsqueeze(0).expand(T, *p.shape).clone() for p in z0)
+
+    def checked_func(self, func):
+        """``func`` on the flat state; a wrong output type, shape or dtype fails at once,
+        naming the problem."""
+        if not self.is_tuple:
+            shape, dtype = self.shapes[0], self.dtypes[0]
+
+            def f(t, z):
+                return _check_output(func(t, z), shape, dtype, "")
+
+            return f
+
+        def f_tuple(t, y):
+            out = func(t, self.unpack(y))
+            if not isinstance(out, (tuple, list)) or len(out) != len(self.shapes):
+                raise TypeError(f"func(t, z) must return a tuple of {len(self.shapes)} "
+                                f"tensors like z, got {type(out).__name__}")
+            return torch.cat([
+                _check_output(o, s, d, f"[{k}]").reshape(-1).to(self.dtype)
+                for k, (o, s, d) in enumerate(zip(out, self.shapes, self.dtypes))])
+
+        return f_tuple
+
+
+def _check_output(out, shape, dtype, where):
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"func(t, z){where} must return a torch.Tensor, got "
+                        f"{type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"func(t, z){where} returned shape {tuple(out.shape)}, but z{where} "
+                         f"has shape {tuple(shape)}: dz/dt must have the shape of z")
+    if out.dtype != dtype:
+        raise TypeError(f"func(t, z){where} returned dtype {out.dtype}, but z{where} has "
+                        f"dtype {dtype}")
+    return out
+
+
+@dataclass
+class Call:
+    """A checked call: the packed state, times in the state's dtype, method and options."""
+
+    state: State
+    y0: torch.Tensor
+    t: torch.Tensor
+    method: str
+    options: dict
+    func: object
+
+    @property
+    def trivial(self) -> bool:
+        """One time, or a state with no entries: nothing to solve."""
+        return self.t.numel() == 1 or self.y0.numel() == 0
+
+
+def check_call(func, z0, t, method, rtol, atol, options) -> Call:
+    """Raise a clear TypeError/ValueError for bad input; return the checked :class:`Call`."""
+    if not callable(func):
+        raise TypeError(f"func must be callable as func(t, z), got {type(func).__name__}")
+    if isinstance(z0, list):
+        raise TypeError("z0 must be a torch.Tensor or a tuple of tensors, got a list: "
+                        "pass tuple(z0)")
+    parts = z0 if isinstance(z0, tuple) else (z0,)
+    if isinstance(z0, tuple) and not z0:
+        raise ValueError("z0 is an empty tuple: pass at least one tensor")
+    for k, p in enumerate(parts):
+        name = f"z0[{k}]" if isinstance(z0, tuple) else "z0"
+        if not isinstance(p, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(p).__name__}")
+        if not p.is_floating_point():
+            raise TypeError(f"{name} must be floating point (float32 or float64), got "
+                            f"{p.dtype}")
+        if not torch.isfinite(p).all():
+            raise ValueError(f"{name} must be finite (it holds NaN or inf)")
+        if p.device != parts[0].device:
+            raise ValueError(f"every part of z0 must be on one device: z0[0] on "
+                             f"{parts[0].device}, {name} on {p.device}")
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"t must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"t must be floating point (float32 or float64), got {t.dtype}")
+    if t.device != parts[0].device:
+        raise ValueError(f"t and z0 must be on the same device: t on {t.device}, "
+                         f"z0 on {parts[0].device}")
+    if t.ndim != 1:
+        raise ValueError(f"t must be 1-D (a list of times), got shape {tuple(t.shape)}")
+    if t.numel() < 1:
+        raise ValueError("t must hold at least 1 time, got an empty tensor")
+    if not torch.isfinite(t).all():
+        raise ValueError("t must be finite")
+    if t.numel() > 1:
+        dt = t[1:] - t[:-1]
+        if not ((dt > 0).all() or (dt < 0).all()):
+            raise ValueError("t must be strictly increasing or strictly decreasing, got "
+                             f"{t.detach().cpu().tolist()}")
+    method, options = check_method(method, rtol, atol, options)
+    state = State(z0)
+    # The computation uses the state's dtype (as torchdiffeq does): a float64 t with a
+    # float32 state is rounded to float32 once, here.
+    return Call(state=state, y0=state.pack(z0), t=t.to(state.dtype), method=method,
+                options=options, func=state.checked_func(func))
+
+
+def untracked_leaves(out: torch.Tensor, allowed) -> list:
+    """Tensors that require grad and that ``out`` depends on, other than those in
+    ``allowed``: their gradient would be lost by a solver that differentiates only with
+    respect to ``allowed`` (a closure over a tensor that is not in ``params``)."""
+    if out.grad_fn is None:
+        return [out] if out.requires_grad and not any(out is a for a in allowed) else []
+    allowed_ids = {id(a) for a in allowed}
+    found, seen, stack = [], set(), [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)
+        if variable is not None:
+            if id(variable) not in allowed_ids:
+                found.append(variable)
+            continue
+        stack.extend(fn for fn, _ in node.next_functions)
+    return found

@@ -1,0 +1,123 @@
+"""``odeint``: a checked call composed from the pieces of this package."""
+
+from __future__ import annotations
+
+import torch
+
+from .adaptive import integrate_adaptive
+from .checks import SCIPY_METHODS, check_call, method_family, untracked_leaves
+from .controller import ErrorNorm, StepController
+from .fixed import integrate_fixed
+from .scipy_bridge import ScipySolver
+from .stats import Stats
+from .tableaus import TABLEAUS
+
+
+def solve(f, y0, t, *, method, rtol, atol, options, stats, callback=None, segments=None,
+          n_counted=None, seminorm=False, f0=None):
+    """Unchecked core used by :func:`odeint` and the adjoint.
+
+    ``segments``: sizes of consecutive parts of the flattened state for the adaptive error
+    norm (the largest RMS over the first ``n_counted`` parts). With ``seminorm``, the parts
+    after ``n_counted`` are pure quadratures (the adjoint's parameter channels): they are
+    left out of the norm (and scipy's implicit methods skip their Jacobian columns).
+    ``f0``: f(t[0], y0) if already known (saves an evaluation).
+    """
+    stats.reset()
+
+    def counted(tt, z):
+        stats.nfe += 1
+        return f(tt, z)
+
+    if f0 is not None:
+        stats.nfe += 1  # it was evaluated by the caller, for this solve
+    family = method_family(method)
+    if family == "fixed":
+        return integrate_fixed(TABLEAUS[method], counted, y0, t,
+                               step_size=options.get("step_size"), stats=stats,
+                               callback=callback, f0=f0)
+    if family == "adaptive":
+        tab = TABLEAUS[method]
+        norm = ErrorNorm(rtol, atol, segments, n_counted, custom=options.get("norm"))
+        controller = StepController(tab.order, safety=options.get("safety", 0.9),
+                                    ifactor=options.get("ifactor", 10.0),
+                                    dfactor=options.get("dfactor", 0.2))
+        return integrate_adaptive(tab, counted, y0, t, norm=norm, controller=controller,
+                                  stats=stats, first_step=options.get("first_step"),
+                                  max_num_steps=options.get("max_num_steps", 2**31 - 1),
+                                  callback=callback, f0=f0)
+    head = None
+    if segments is not None and n_counted is not None and n_counted < len(segments):
+        head = sum(segments[:n_counted])
+    return ScipySolver(method, counted, rtol, atol, options, stats, head=head,
+                       seminorm=seminorm).integrate(y0, t, callback)
+
+
+def odeint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", options=None, stats=None):
+    r"""Solve :math:`\frac{dz}{dt} = f(t, z)`, :math:`z(t_0) = z_0`, at every time in ``t``.
+
+    Parameters
+    ----------
+    func : callable ``func(t, z) -> dz/dt``
+        ``t`` is a 0-d tensor, ``z`` has the shape of ``z0`` (any shape: leading axes are
+        batch axes as far as the solver is concerned), and the output has that shape too.
+        For a tuple state, ``z`` and the output are tuples.
+    z0 : Tensor ``(*S)``, or a tuple of tensors (each keeps its shape and dtype).
+    t : Tensor ``(T,)``: strictly increasing or strictly decreasing; ``T = 1`` returns
+        ``z0[None]``. It is converted to the state's dtype (a float64 ``t`` with a float32
+        state computes in float32, as in torchdiffeq).
+    rtol, atol : positive floats, default 1e-7 and 1e-9 (torchdiffeq's): each step's error
+        estimate is kept below ``atol + rtol * |z|`` in the RMS norm (for a tuple, the
+        largest RMS over its parts). Ignored by the fixed-step methods.
+    method : one of :data:`METHODS`
+        Fixed step ``"euler"``, ``"midpoint"``, ``"rk4"``: ``options={"step_size": h}``
+        takes ``ceil(|Δt| / h)`` equal steps in each interval of ``t``; without it, one step
+        per interval. Adaptive ``"adaptive_heun"`` (2nd order), ``"bosh3"`` (3rd),
+        ``"dopri5"`` (5th, the default), ``"tsit5"`` (5th), pure torch with dense output;
+        options ``first_step``, ``max_num_steps``, ``safety`` (0.9), ``ifactor`` (10),
+        ``dfactor`` (0.2), ``norm`` (a function of the scaled error). ``"scipy:<name>"``
+        for scipy's ``RK45``, ``RK23``, ``DOP853``, ``Radau``, ``BDF``, ``LSODA`` (options
+        ``first_step``, ``max_step``, ``min_step``, ``max_nfe``; torchdiffeq's
+        ``method="scipy_solver", options={"solver": name}`` works too).
+    stats : :class:`Stats`, optional; ``stats.forward`` receives NFE and step counts.
+
+    Returns
+    -------
+    Tensor ``(T, *S)`` (a tuple of them for a tuple state); entry ``i`` approximates
+    :math:`z(t_i)`.
+
+    Gradients flow by ordinary backprop through the torch solvers (memory grows with the
+    number of steps). The scipy methods are black boxes: use :func:`odeint_adjoint` to
+    differentiate them. f is never evaluated outside the interval spanned by ``t``.
+
+    Raises
+    ------
+    TypeError, ValueError for bad input; :class:`SolverError` when the solve fails.
+    """
+    call = check_call(func, z0, t, method, rtol, atol, options)
+    if call.trivial:
+        return call.state.repeat(z0, call.t.numel())
+    if call.method in SCIPY_METHODS and torch.is_grad_enabled():
+        _refuse_black_box_gradients(call, z0, t)
+    stats = Stats() if stats is None else stats
+    ys = solve(call.func, call.y0, call.t, method=call.method, rtol=rtol, atol=atol,
+               options=call.options, stats=stats.forward, segments=call.state.segments)
+    return call.state.unpack_outputs(ys)
+
+
+def _refuse_black_box_gradients(call, z0, t):
+    """scipy cannot be backpropagated through: a gradient that the user expects would be
+    silently missing. Say so at once, for z0, t and anything func depends on."""
+    advice = ("use odeint_adjoint for gradients, or a torch method (dopri5, rk4), or call "
+              "it under torch.no_grad()")
+    parts = z0 if isinstance(z0, tuple) else (z0,)
+    if t.requires_grad or any(p.requires_grad for p in parts):
+        raise ValueError(f"method {call.method!r} is a black box that backprop cannot see "
+                         f"into, and z0 or t requires grad: {advice}")
+    with torch.enable_grad():
+        out = call.func(call.t[0], call.y0.detach())
+    if untracked_leaves(out, ()):
+        raise ValueError(f"method {call.method!r} is a black box that backprop cannot see "
+                         "into, and func depends on tensors that require grad (its "
+                         f"parameters): their gradient would be silently lost: {advice}")
+

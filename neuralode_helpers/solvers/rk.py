@@ -1,0 +1,65 @@
+r"""One explicit Runge–Kutta step for any :class:`~.tableaus.ButcherTableau`, its error
+estimate and its dense output.
+
+``h`` may be a Python float or a 0-d tensor (a step that lands on a requested time is
+``t_i - t``, so that backprop through the solver reaches ``t_i``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .tableaus import ButcherTableau
+
+
+def _combine(coeffs, ks):
+    """Σ_j coeffs[j] k_j over the non-zero coefficients (None if all are zero)."""
+    acc = None
+    for c, k in zip(coeffs, ks):
+        if c:
+            acc = k * c if acc is None else torch.add(acc, k, alpha=c)
+    return acc
+
+
+def _axpy(y, h, acc):
+    """y + h * acc, for a float or tensor h."""
+    if acc is None:
+        return y
+    if isinstance(h, torch.Tensor):
+        return y + h * acc
+    return torch.add(y, acc, alpha=h)
+
+
+def rk_step(f, tab: ButcherTableau, t, h, y, k1):
+    """One step from (t, y) with step h; ``k1 = f(t, y)`` is given (FSAL or cached).
+
+    Returns ``(y1, ks)``: the new state and the list of stage derivatives k_1..k_s. For an
+    FSAL method the last stage is evaluated at (t + h, y1), so ``ks[-1] = f(t + h, y1)``.
+    """
+    ks = [k1]
+    y1 = None
+    for i in range(1, len(tab.c)):
+        yi = _axpy(y, h, _combine(tab.a[i], ks))
+        ks.append(f(t + tab.c[i] * h, yi))
+        y1 = yi
+    if not tab.fsal:
+        y1 = _axpy(y, h, _combine(tab.b, ks))
+    return y1, ks
+
+
+def error_estimate(tab: ButcherTableau, h, ks):
+    r"""The local error estimate :math:`h \sum_i e_i k_i` of an adaptive step."""
+    acc = _combine(tab.e, ks)
+    return torch.zeros_like(ks[0]) if acc is None else _axpy(torch.zeros_like(acc), h, acc)
+
+
+def dense_output(tab: ButcherTableau, y, ks, h, theta):
+    r""":math:`y(t + \theta h) \approx y + h \sum_i k_i \sum_m P_{im} \theta^{m+1}`, for
+    θ in [0, 1] (``theta`` a float or 0-d tensor)."""
+    powers = (theta, theta * theta, theta ** 3, theta ** 4)
+    out = y
+    for row, k in zip(tab.dense, ks):
+        if any(row):
+            w = sum(c * p for c, p in zip(row, powers) if c)
+            out = out + (h * w) * k
+    return out
