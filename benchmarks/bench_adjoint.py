@@ -125,12 +125,12 @@ def gradient(field, z0, t, target, solve):
 def solvers(rtol, atol):
     """name -> (library, solve(field, z0, t)). Equal tolerances forward and backward."""
     out = {
-        "ours adjoint, seminorm": ("ours", lambda f, z, t: odeint_adjoint(
-            f, z, t, rtol=rtol, atol=atol, seminorm=True)),
+        "ours adjoint (default: seminorm, checkpoint)": ("ours", lambda f, z, t: odeint_adjoint(
+            f, z, t, rtol=rtol, atol=atol)),
         "ours adjoint, full norm": ("ours", lambda f, z, t: odeint_adjoint(
             f, z, t, rtol=rtol, atol=atol, seminorm=False)),
-        "ours adjoint, seminorm, checkpoint": ("ours", lambda f, z, t: odeint_adjoint(
-            f, z, t, rtol=rtol, atol=atol, seminorm=True, checkpoint=True)),
+        "ours adjoint, checkpoint=False": ("ours", lambda f, z, t: odeint_adjoint(
+            f, z, t, rtol=rtol, atol=atol, checkpoint=False)),
         "ours backprop through dopri5": ("ours", lambda f, z, t: odeint(
             f, z, t, rtol=rtol, atol=atol)),
     }

@@ -248,9 +248,10 @@ def odeint_adjoint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", option
     if torch.is_grad_enabled():
         # One evaluation with a graph: does func depend on a tensor we would not
         # differentiate? (It also serves as the forward solve's first evaluation.)
+        t0, y0 = call.t[0].detach(), call.y0.detach()
         with torch.enable_grad():
-            f0 = call.func(call.t[0].detach(), call.y0.detach())
-        lost = untracked_leaves(f0, params)
+            f0 = call.func(t0, y0)
+        lost = untracked_leaves(f0, params, inputs=(t0, y0))
         if lost:
             shapes = ", ".join(str(tuple(x.shape)) for x in lost[:3])
             raise ValueError(

@@ -15,8 +15,8 @@ METHOD_CASES = {
     "euler": (dict(options={"step_size": 1e-3}), 1e-2),
     "midpoint": (dict(options={"step_size": 1e-3}), 1e-5),
     "rk4": (dict(options={"step_size": 1e-2}), 1e-7),
-    "adaptive_heun": (dict(rtol=1e-8, atol=1e-10), 1e-5),
-    "bosh3": (dict(rtol=1e-9, atol=1e-11), 1e-6),
+    "adaptive_heun": (dict(rtol=1e-5, atol=1e-7), 1e-2),  # 2nd order: keep it quick
+    "bosh3": (dict(rtol=1e-8, atol=1e-10), 1e-5),
     "dopri5": (TIGHT, 1e-7),
     "tsit5": (TIGHT, 1e-7),
     **{m: (dict(rtol=1e-10, atol=1e-12), 2e-6) for m in SCIPY_METHODS},

@@ -29,11 +29,13 @@ def integrate_adaptive(tab, f, y0, t, *, norm, controller, stats, first_step=Non
     direction = 1.0 if tf[-1] > tf[0] else -1.0
     if f0 is None:
         f0 = f(t[0], y0)
-    if not torch.isfinite(f0).all():
+    if not torch.isfinite(f0.detach()).all():
         raise SolverError("dz/dt is not finite (NaN or inf) at the initial point",
                           t_reached=tf[0], method=tab.name)
     if first_step is None:
-        h = initial_step(f, t[0], y0, f0, tab.order, norm, tf[-1] - tf[0])
+        with torch.no_grad():  # step sizes are not differentiated
+            h = initial_step(f, t[0].detach(), y0.detach(), f0.detach(), tab.order, norm,
+                             tf[-1] - tf[0])
     else:
         h = abs(float(first_step))
     out = [y0]
@@ -55,7 +57,8 @@ def integrate_adaptive(tab, f, y0, t, *, norm, controller, stats, first_step=Non
         t_cur = t[0] + (tc - tf[0])
         h_arg = (t[target] - t_cur) if lands else direction * step
         y1, ks = rk_step(f, tab, t_cur, h_arg, y, f0)
-        ratio = norm(error_estimate(tab, h_arg, ks), y, y1)
+        with torch.no_grad():  # step sizes are not differentiated: keep no graph for them
+            ratio = norm(error_estimate(tab, h_arg, ks), y, y1)
         if not math.isfinite(ratio):
             # Overflow or NaN inside the step: a smaller step may avoid it; at round-off
             # scale it cannot, and the dynamics themselves are non-finite here.

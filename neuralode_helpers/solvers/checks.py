@@ -195,7 +195,7 @@ def check_call(func, z0, t, method, rtol, atol, options) -> Call:
         if not p.is_floating_point():
             raise TypeError(f"{name} must be floating point (float32 or float64), got "
                             f"{p.dtype}")
-        if not torch.isfinite(p).all():
+        if not torch.isfinite(p.detach()).all():
             raise ValueError(f"{name} must be finite (it holds NaN or inf)")
         if p.device != parts[0].device:
             raise ValueError(f"every part of z0 must be on one device: z0[0] on "
@@ -211,10 +211,10 @@ def check_call(func, z0, t, method, rtol, atol, options) -> Call:
         raise ValueError(f"t must be 1-D (a list of times), got shape {tuple(t.shape)}")
     if t.numel() < 1:
         raise ValueError("t must hold at least 1 time, got an empty tensor")
-    if not torch.isfinite(t).all():
+    if not torch.isfinite(t.detach()).all():
         raise ValueError("t must be finite")
     if t.numel() > 1:
-        dt = t[1:] - t[:-1]
+        dt = t.detach()[1:] - t.detach()[:-1]
         if not ((dt > 0).all() or (dt < 0).all()):
             raise ValueError("t must be strictly increasing or strictly decreasing, got "
                              f"{t.detach().cpu().tolist()}")
@@ -226,14 +226,19 @@ def check_call(func, z0, t, method, rtol, atol, options) -> Call:
                 options=options, func=state.checked_func(func))
 
 
-def untracked_leaves(out: torch.Tensor, allowed) -> list:
+def untracked_leaves(out: torch.Tensor, allowed, inputs=()) -> list:
     """Tensors that require grad and that ``out`` depends on, other than those in
     ``allowed``: their gradient would be lost by a solver that differentiates only with
-    respect to ``allowed`` (a closure over a tensor that is not in ``params``)."""
-    if out.grad_fn is None:
-        return [out] if out.requires_grad and not any(out is a for a in allowed) else []
+    respect to ``allowed`` (a closure over a tensor that is not in ``params``).
+
+    Leaves that share storage with ``inputs`` (the state and time that func was called with)
+    are func's own: a field that computes a divergence marks its input z as requiring grad.
+    """
+    own = {x.untyped_storage().data_ptr() for x in inputs}
     allowed_ids = {id(a) for a in allowed}
     found, seen, stack = [], set(), [out.grad_fn]
+    if out.grad_fn is None:
+        return [out] if out.requires_grad and id(out) not in allowed_ids else []
     while stack:
         node = stack.pop()
         if node is None or node in seen:
@@ -241,7 +246,8 @@ def untracked_leaves(out: torch.Tensor, allowed) -> list:
         seen.add(node)
         variable = getattr(node, "variable", None)
         if variable is not None:
-            if id(variable) not in allowed_ids:
+            if (id(variable) not in allowed_ids
+                    and variable.untyped_storage().data_ptr() not in own):
                 found.append(variable)
             continue
         stack.extend(fn for fn, _ in node.next_functions)

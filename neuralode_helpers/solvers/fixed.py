@@ -21,7 +21,7 @@ def integrate_fixed(tab, f, y0, t, *, step_size, stats, callback=None, f0=None):
     tf = t.tolist()
     if f0 is None:
         f0 = f(t[0], y0)
-    if not torch.isfinite(f0).all():
+    if not torch.isfinite(f0.detach()).all():
         raise SolverError("dz/dt is not finite (NaN or inf) at the initial point",
                           t_reached=tf[0], method=tab.name)
     for i in range(1, len(tf)):
@@ -35,7 +35,7 @@ def integrate_fixed(tab, f, y0, t, *, step_size, stats, callback=None, f0=None):
             y, _ = rk_step(f, tab, tk, h, y, k1)
         stats.n_steps += n
         # A fixed step has no error estimate to notice a blow-up: check what it produced.
-        if not torch.isfinite(y).all():
+        if not torch.isfinite(y.detach()).all():
             raise SolverError("the state became non-finite (NaN or inf); try a smaller "
                               "step_size", t_reached=tf[i - 1], method=tab.name)
         out.append(y)

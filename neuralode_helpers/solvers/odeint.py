@@ -114,9 +114,10 @@ def _refuse_black_box_gradients(call, z0, t):
     if t.requires_grad or any(p.requires_grad for p in parts):
         raise ValueError(f"method {call.method!r} is a black box that backprop cannot see "
                          f"into, and z0 or t requires grad: {advice}")
+    t0, y0 = call.t[0].detach(), call.y0.detach()
     with torch.enable_grad():
-        out = call.func(call.t[0], call.y0.detach())
-    if untracked_leaves(out, ()):
+        out = call.func(t0, y0)
+    if untracked_leaves(out, (), inputs=(t0, y0)):
         raise ValueError(f"method {call.method!r} is a black box that backprop cannot see "
                          "into, and func depends on tensors that require grad (its "
                          f"parameters): their gradient would be silently lost: {advice}")
