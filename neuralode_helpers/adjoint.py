@@ -36,95 +36,194 @@ one interval between observation times.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import nn
 
-from .solvers import Stats, solve
-from .solvers.checks import check_call, check_method, untracked_leaves
+from .solvers import TABLEAUS, Stats, solve
+from .solvers.checks import SCIPY_METHODS, check_call, check_method, untracked_leaves
+from .solvers.trajectory import Trajectory
+
+
+def _vjp(func, tt, z, a, params):
+    r"""f(t, z) and the vector-Jacobian products :math:`-(\partial f/\partial z)^\top a`
+    and :math:`-(\partial f/\partial\theta)^\top a`, flattened, in one backward pass.
+    Unused inputs (or a field that depends on neither z nor θ) give zeros."""
+    z = z.detach().requires_grad_(True)
+    with torch.enable_grad():
+        f = func(tt, z)
+        inputs = (z, *params)
+        if f.requires_grad:
+            vjps = torch.autograd.grad(f, inputs, -a, allow_unused=True)
+        else:
+            vjps = (None,) * len(inputs)
+    flat = [torch.zeros(x.numel(), dtype=a.dtype, device=a.device) if v is None
+            else v.reshape(-1).to(a.dtype) for v, x in zip(vjps, inputs)]
+    return f.detach(), flat[0], flat[1:]
+
+
+def _adjoint_solve(cfg, f, y_end, t, jump, segments, on_step=None):
+    """The backward solve from t_{T-1} to t_0, landing on every t_i to add the jumps."""
+    return solve(f, y_end, t.flip(0), method=cfg["adjoint_method"], rtol=cfg["adjoint_rtol"],
+                 atol=cfg["adjoint_atol"], options=cfg["adjoint_options"],
+                 stats=cfg["stats"].backward, callback=jump, segments=segments,
+                 n_counted=1 if cfg["seminorm"] else len(segments), seminorm=cfg["seminorm"],
+                 on_step=on_step)
+
+
+def _jumps(grad_ys, lo, hi, restore=None):
+    """The callback that adds ℓ_i to the adjoint (entries [lo:hi] of the backward state) at
+    each observation time t_i, i ≥ 1; with ``restore = (ys, n)`` it also puts back z(t_i)
+    from the forward pass into entries [:n]."""
+    T = len(grad_ys)
+
+    def jump(k, y):
+        i = T - 1 - k
+        if i == 0:
+            return y
+        y = y.clone()
+        y[lo:hi] += grad_ys[i].reshape(-1)
+        if restore is not None:
+            ys, n = restore
+            y[:n] = ys[i].reshape(-1)
+        return y
+
+    return jump
+
+
+def _backsolve(cfg, t, ys, grad_ys, params):
+    """Chen et al.'s adjoint: one backward solve of [z, a, a_θ]; z is rebuilt backwards
+    (restored at every t_i with ``checkpoint``). Returns a(t_0) and dL/dθ (flat)."""
+    func, shape, n = cfg["func"], ys.shape[1:], ys[0].numel()
+    n_param = sum(p.numel() for p in params)
+
+    def augmented(tt, y):
+        f, vz, vp = _vjp(func, tt, y[:n].view(shape), y[n:2 * n].view(shape), params)
+        return torch.cat([f.reshape(-1), vz, *vp])
+
+    y_end = torch.cat([ys[-1].reshape(-1), grad_ys[-1].reshape(-1), ys.new_zeros(n_param)])
+    jump = _jumps(grad_ys, n, 2 * n, restore=(ys, n) if cfg["checkpoint"] else None)
+    # The error norm sees [z, a] as one part and a_θ as another; the seminorm counts only
+    # the first (a_θ is a pure quadrature that never feeds back).
+    y0 = _adjoint_solve(cfg, augmented, y_end, t, jump,
+                        [2 * n, n_param] if n_param else [2 * n])[-1]
+    return y0[n:2 * n], y0[2 * n:]
+
+
+def _interpolated(cfg, traj, t, ys, grad_ys, params):
+    """The interpolated adjoint: solve only [a, a_θ] backwards, reading z(t) from the forward
+    solve's dense output. Nothing is reconstructed, so nothing can diverge."""
+    func, shape, n = cfg["func"], ys.shape[1:], ys[0].numel()
+    n_param = sum(p.numel() for p in params)
+
+    def augmented(tt, y):
+        _, vz, vp = _vjp(func, tt, traj(float(tt)).view(shape), y[:n].view(shape), params)
+        return torch.cat([vz, *vp])
+
+    y_end = torch.cat([grad_ys[-1].reshape(-1), ys.new_zeros(n_param)])
+    y0 = _adjoint_solve(cfg, augmented, y_end, t, _jumps(grad_ys, 0, n),
+                        [n, n_param] if n_param else [n])[-1]
+    return y0[:n], y0[n:]
+
+
+def _quadrature(cfg, traj, t, ys, grad_ys, params):
+    r"""The quadrature adjoint: solve only a backwards (z from the forward dense output),
+    keeping a's own dense output; then
+    :math:`dL/d	heta = \int (\partial f/\partial	heta)^	op a\,dt` by Gauss–Legendre on
+    every backward step (exact for polynomials of the method's order)."""
+    func, shape, n = cfg["func"], ys.shape[1:], ys[0].numel()
+    adj_tab = TABLEAUS[cfg["adjoint_method"]]
+    traj_a = Trajectory(adj_tab)
+
+    def adjoint_only(tt, a):
+        _, vz, _ = _vjp(func, tt, traj(float(tt)).view(shape), a.view(shape), ())
+        return vz
+
+    jump = _jumps(grad_ys, 0, n)
+    if adj_tab.dense is None:
+        # A fixed-step method's Hermite interpolant needs f at each step's end; where a
+        # jumps, the next step's first stage is f after the jump, so evaluate it before.
+        T, base = len(t), jump
+
+        def jump(k, a):  # noqa: F811 - wraps the plain jumps
+            traj_a.finish(adjoint_only(t[T - 1 - k], a))
+            cfg["stats"].backward.nfe += 1
+            return base(k, a)
+
+    a0 = _adjoint_solve(cfg, adjoint_only, grad_ys[-1].reshape(-1), t, jump, [n],
+                        on_step=traj_a.record)[-1]
+    grads = ys.new_zeros(sum(p.numel() for p in params))
+    if not params:
+        return a0, grads
+    nodes, weights = np.polynomial.legendre.leggauss(max(2, math.ceil((adj_tab.order + 1) / 2)))
+    for i, (t_s, t_e, *_rest) in enumerate(traj_a.steps):
+        for x, w in zip(nodes, weights):
+            tau = 0.5 * (t_s + t_e) + 0.5 * (t_e - t_s) * float(x)
+            a = traj_a.in_step(i, tau).view(shape)
+            _, _, vp = _vjp(func, torch.tensor(tau, dtype=ys.dtype, device=ys.device),
+                            traj(tau).view(shape), a, params)
+            # a_θ moves by ∫ -(∂f/∂θ)ᵀ a dt from t_s to t_e, as in the backsolve
+            grads += (0.5 * (t_e - t_s) * float(w)) * torch.cat(vp)
+    cfg["stats"].backward.nfe += len(nodes) * len(traj_a.steps)
+    return a0, grads
 
 
 class _AdjointFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y0, t, cfg, *params):
+        traj = None
+        if cfg["adjoint"] != "backsolve":
+            traj = Trajectory(TABLEAUS[cfg["method"]])
         with torch.no_grad():
             ys = solve(cfg["func"], y0, t, method=cfg["method"], rtol=cfg["rtol"],
                        atol=cfg["atol"], options=cfg["options"], stats=cfg["stats"].forward,
-                       segments=cfg["segments"], f0=cfg.pop("f0"))
-        ctx.cfg = cfg
-        ctx.save_for_backward(t, ys, *params)
+                       segments=cfg["segments"], f0=cfg.pop("f0"),
+                       on_step=None if traj is None else traj.record)
+            if traj is not None and traj.tab.dense is None:
+                traj.finish(cfg["func"](t[-1], ys[-1]))
+                cfg["stats"].forward.nfe += 1
+        ctx.cfg, ctx.traj = cfg, traj
+        # The trajectory's tensors go through save_for_backward too, so that the memory kept
+        # for backward is accounted for like every other saved tensor.
+        ctx.n_params = len(params)
+        ctx.save_for_backward(t, ys, *params, *([] if traj is None else traj.tensors()))
         return ys
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_ys):
         cfg = ctx.cfg
-        func = cfg["func"]
-        t, ys, *params = ctx.saved_tensors
-        shape = ys.shape[1:]
-        n = ys[0].numel()
-        param_numels = [p.numel() for p in params]
+        t, ys, *rest = ctx.saved_tensors
+        params = rest[:ctx.n_params]
         want_params = any(ctx.needs_input_grad[3:])
+        used = params if want_params else []
+        shape, T = ys.shape[1:], len(t)
 
-        # ---- augmented dynamics: one VJP gives da/dt and da_θ/dt for the whole batch -------
-        def augmented(tt, y):
-            z = y[:n].view(shape).detach().requires_grad_(True)
-            a = y[n:2 * n].view(shape)
-            with torch.enable_grad():
-                f = func(tt, z)
-                inputs = (z, *params) if want_params else (z,)
-                if f.requires_grad:
-                    vjps = torch.autograd.grad(f, inputs, -a, allow_unused=True)
-                else:  # f depends on neither z nor θ: every vector-Jacobian product is 0
-                    vjps = (None,) * len(inputs)
-            parts = [f.detach().reshape(-1)]
-            for v, x in zip(vjps, inputs):
-                parts.append(torch.zeros(x.numel(), dtype=y.dtype, device=y.device)
-                             if v is None else v.reshape(-1).to(y.dtype))
-            return torch.cat(parts)
-
-        # ---- initial state at t_{T-1}: z, a = ℓ_{T-1}, a_θ = 0 ---------------------------
-        n_param = sum(param_numels) if want_params else 0
-        y_end = torch.cat([ys[-1].reshape(-1), grad_ys[-1].reshape(-1),
-                           ys.new_zeros(n_param)])
-
-        # ---- jumps: at each t_i the loss's direct partial ℓ_i joins the adjoint ------------
-        T = len(t)
-
-        def jump(k, y):
-            i = T - 1 - k
-            if i == 0:
-                return y
-            y = y.clone()
-            y[n:2 * n] += grad_ys[i].reshape(-1)
-            if cfg["checkpoint"]:
-                y[:n] = ys[i].reshape(-1)  # restore z from the forward pass
-            return y
-
-        # ---- one backward solve from t_{T-1} to t_0 ---------------------------------------
-        # The error norm sees [z, a] as one part and a_θ as another; the seminorm counts
-        # only the first (a_θ is a pure quadrature that never feeds back).
-        segments = [2 * n, n_param] if n_param else [2 * n]
-        y0 = solve(augmented, y_end, t.flip(0), method=cfg["adjoint_method"],
-                   rtol=cfg["adjoint_rtol"], atol=cfg["adjoint_atol"],
-                   options=cfg["adjoint_options"], stats=cfg["stats"].backward, callback=jump,
-                   segments=segments, n_counted=1 if cfg["seminorm"] else len(segments),
-                   seminorm=cfg["seminorm"])[-1]
-        a0 = y0[n:2 * n].view(shape)
+        # ---- a(t_0) and dL/dθ by the chosen adjoint -------------------------------------
+        if cfg["adjoint"] == "backsolve":
+            a0, flat = _backsolve(cfg, t, ys, grad_ys, used)
+        elif cfg["adjoint"] == "interpolated":
+            a0, flat = _interpolated(cfg, ctx.traj, t, ys, grad_ys, used)
+        else:
+            a0, flat = _quadrature(cfg, ctx.traj, t, ys, grad_ys, used)
+        a0 = a0.view(shape)
         grad_y0 = a0 + grad_ys[0]
 
         # ---- time gradients in closed form -------------------------------------------------
         grad_t = None
         if ctx.needs_input_grad[1]:
             with torch.no_grad():
-                fs = torch.stack([func(t[i], ys[i]) for i in range(T)])
+                fs = torch.stack([cfg["func"](t[i], ys[i]) for i in range(T)])
             cfg["stats"].backward.nfe += T
             grad_t = (grad_ys * fs).reshape(T, -1).sum(1)
             grad_t[0] = -(a0 * fs[0]).sum()
 
         grads_params = [None] * len(params)
         if want_params:
-            flat = y0[2 * n:].split(param_numels)
-            grads_params = [g.view_as(p) for g, p in zip(flat, params)]
+            grads_params = [g.view_as(p) for g, p in
+                            zip(flat.split([p.numel() for p in params]), params)]
         return (grad_y0, grad_t, None, *grads_params)
 
 
@@ -179,7 +278,7 @@ def _adjoint_options(method, options, adjoint_method, adjoint_options, seminorm,
 def odeint_adjoint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", options=None,
                    adjoint_rtol=None, adjoint_atol=None, adjoint_method=None,
                    adjoint_options=None, params=None, adjoint_params=None, seminorm=True,
-                   checkpoint=True, stats=None):
+                   checkpoint=True, adjoint="backsolve", stats=None):
     r"""Solve :math:`\dot z = f(t, z; \theta)` like :func:`odeint`; differentiate by the adjoint.
 
     The forward solve keeps no graph: memory does not grow with the number of solver steps.
@@ -215,6 +314,23 @@ def odeint_adjoint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", option
         remains: a long stretch between two observation times, over which the
         reconstruction can still diverge; add observation times (with zero loss) to shorten
         it. ``False`` trusts the reconstruction all the way (Chen et al.'s algorithm).
+    adjoint : how the backward pass gets z(t) and dL/dθ.
+
+        - ``"backsolve"`` (default): one backward solve of [z, a, a_θ]; z is rebuilt by solving
+          the ODE backwards. Memory: the outputs only. Fails where the reconstruction is
+          unstable, between observation times (see ``checkpoint``).
+        - ``"interpolated"``: the forward solve keeps its dense output (a few states per
+          accepted step); the backward solve carries only [a, a_θ] and reads z(t) from it.
+          No reconstruction, so right on contracting dynamics; memory O(steps).
+        - ``"quadrature"``: also reads z(t) from the forward dense output; solves only a
+          backwards, keeping a's dense output, then computes
+          :math:`dL/d\theta = \int (\partial f/\partial\theta)^\top a\,dt` by
+          Gauss–Legendre quadrature on every backward step. The backward solve's state and
+          error control involve a only; memory O(forward + backward steps).
+
+        The last two need a torch method for the forward solve (``quadrature`` for the
+        backward one too); all three give the gradient of the continuous problem, to the
+        tolerances.
     stats : :class:`~neuralode_helpers.solvers.Stats`, optional; forward counters are filled
         by the call, backward counters by ``backward()``.
 
@@ -230,6 +346,13 @@ def odeint_adjoint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", option
     """
     call = check_call(func, z0, t, method, rtol, atol, options)
     params = _trainable(func, params, adjoint_params)
+    if adjoint not in ("backsolve", "interpolated", "quadrature"):
+        raise ValueError("adjoint must be 'backsolve', 'interpolated' or 'quadrature', got "
+                         f"{adjoint!r}")
+    if adjoint != "backsolve" and call.method in SCIPY_METHODS:
+        raise ValueError(f"adjoint={adjoint!r} reads z(t) from the forward solve's dense "
+                         f"output, which the black box {call.method!r} does not give: use a "
+                         "torch method (dopri5, tsit5, rk4, ...)")
     if call.trivial:
         return call.state.repeat(z0, call.t.numel())
     adjoint_method = call.method if adjoint_method is None else adjoint_method
@@ -244,6 +367,10 @@ def odeint_adjoint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", option
                                                    adjoint_options, prefix="adjoint_")
     if custom_norm is not None:
         adjoint_options["norm"] = custom_norm
+    if adjoint == "quadrature" and adjoint_method in SCIPY_METHODS:
+        raise ValueError("adjoint='quadrature' keeps the backward solve's dense output, which "
+                         f"the black box {adjoint_method!r} does not give: use a torch "
+                         "adjoint_method")
     f0 = None
     if torch.is_grad_enabled():
         # One evaluation with a graph: does func depend on a tensor we would not
@@ -265,7 +392,8 @@ def odeint_adjoint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", option
     cfg = dict(func=call.func, method=call.method, rtol=rtol, atol=atol,
                options=call.options, adjoint_method=adjoint_method, adjoint_rtol=adjoint_rtol,
                adjoint_atol=adjoint_atol, adjoint_options=adjoint_options,
-               seminorm=seminorm, checkpoint=bool(checkpoint), segments=call.state.segments,
+               seminorm=seminorm, checkpoint=bool(checkpoint), adjoint=adjoint,
+               segments=call.state.segments,
                f0=f0, stats=Stats() if stats is None else stats)
     ys = _AdjointFn.apply(call.y0, call.t, cfg, *params)
     return call.state.unpack_outputs(ys)

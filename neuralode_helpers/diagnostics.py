@@ -33,7 +33,9 @@ class _Saved:
     __slots__ = ("tensor", "__weakref__")
 
     def __init__(self, tensor):
-        self.tensor = tensor
+        # Detached: a saved *output* (tanh saves its result) would otherwise reference its
+        # own graph through this holder, a cycle that keeps a dropped graph alive for ever.
+        self.tensor = tensor.detach()
 
 
 def _storage_key(t: torch.Tensor):

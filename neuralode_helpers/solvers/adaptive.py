@@ -17,12 +17,13 @@ from .rk import dense_output, error_estimate, rk_step
 
 
 def integrate_adaptive(tab, f, y0, t, *, norm, controller, stats, first_step=None,
-                       max_num_steps=2**31 - 1, callback=None, f0=None):
+                       max_num_steps=2**31 - 1, callback=None, f0=None, on_step=None):
     """States at every t, shape ``(len(t), *y0.shape)``.
 
     ``norm(err, y0, y1)`` gives the error ratio of a step; ``controller.next_step(h, r)``
     the next step size. With ``callback(i, y)`` the solver lands exactly on each t_i and
-    continues from the state the callback returns.
+    continues from the state the callback returns. ``on_step(t, t_new, h, y, y_new, ks)``
+    is told every accepted step (to record a :class:`~.trajectory.Trajectory`).
     """
     tf = t.tolist()
     T = len(tf)
@@ -78,6 +79,8 @@ def integrate_adaptive(tab, f, y0, t, *, norm, controller, stats, first_step=Non
             continue
         stats.n_steps += 1
         tc_new = tf[target] if lands else tc + direction * step
+        if on_step is not None:
+            on_step(tc, tc_new, tc_new - tc, y, y1, ks)
         f1 = ks[-1] if tab.fsal else None
         while i < T and direction * (tf[i] - tc_new) <= 0:
             if tf[i] == tc_new:

@@ -10,11 +10,13 @@ from ..errors import SolverError
 from .rk import rk_step
 
 
-def integrate_fixed(tab, f, y0, t, *, step_size, stats, callback=None, f0=None):
+def integrate_fixed(tab, f, y0, t, *, step_size, stats, callback=None, f0=None,
+                    on_step=None):
     """States at every t, with ``ceil(|t_i - t_{i-1}| / step_size)`` equal steps in each
     interval, or one step per interval when ``step_size`` is None (torchdiffeq's default
     grid). Every output time is hit exactly (no interpolation), and the steps depend
-    differentiably on t. ``callback(i, y)`` may replace the state at each t_i.
+    differentiably on t. ``callback(i, y)`` may replace the state at each t_i;
+    ``on_step(t, t_new, h, y, y_new, ks)`` is told every step.
     """
     out = [y0]
     y = y0
@@ -32,7 +34,12 @@ def integrate_fixed(tab, f, y0, t, *, step_size, stats, callback=None, f0=None):
             tk = t[i - 1] + k * h
             k1 = f0 if f0 is not None else f(tk, y)
             f0 = None
-            y, _ = rk_step(f, tab, tk, h, y, k1)
+            y_new, ks = rk_step(f, tab, tk, h, y, k1)
+            if on_step is not None:
+                t_a = tf[i - 1] + k * (tf[i] - tf[i - 1]) / n
+                t_b = tf[i - 1] + (k + 1) * (tf[i] - tf[i - 1]) / n
+                on_step(t_a, t_b, t_b - t_a, y, y_new, ks)
+            y = y_new
         stats.n_steps += n
         # A fixed step has no error estimate to notice a blow-up: check what it produced.
         if not torch.isfinite(y.detach()).all():

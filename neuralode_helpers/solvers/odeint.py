@@ -14,14 +14,15 @@ from .tableaus import TABLEAUS
 
 
 def solve(f, y0, t, *, method, rtol, atol, options, stats, callback=None, segments=None,
-          n_counted=None, seminorm=False, f0=None):
+          n_counted=None, seminorm=False, f0=None, on_step=None):
     """Unchecked core used by :func:`odeint` and the adjoint.
 
     ``segments``: sizes of consecutive parts of the flattened state for the adaptive error
     norm (the largest RMS over the first ``n_counted`` parts). With ``seminorm``, the parts
     after ``n_counted`` are pure quadratures (the adjoint's parameter channels): they are
     left out of the norm (and scipy's implicit methods skip their Jacobian columns).
-    ``f0``: f(t[0], y0) if already known (saves an evaluation).
+    ``f0``: f(t[0], y0) if already known (saves an evaluation). ``on_step``: told every
+    accepted step (torch methods only), to record a :class:`~.trajectory.Trajectory`.
     """
     stats.reset()
 
@@ -35,7 +36,7 @@ def solve(f, y0, t, *, method, rtol, atol, options, stats, callback=None, segmen
     if family == "fixed":
         return integrate_fixed(TABLEAUS[method], counted, y0, t,
                                step_size=options.get("step_size"), stats=stats,
-                               callback=callback, f0=f0)
+                               callback=callback, f0=f0, on_step=on_step)
     if family == "adaptive":
         tab = TABLEAUS[method]
         norm = ErrorNorm(rtol, atol, segments, n_counted, custom=options.get("norm"))
@@ -45,7 +46,9 @@ def solve(f, y0, t, *, method, rtol, atol, options, stats, callback=None, segmen
         return integrate_adaptive(tab, counted, y0, t, norm=norm, controller=controller,
                                   stats=stats, first_step=options.get("first_step"),
                                   max_num_steps=options.get("max_num_steps", 2**31 - 1),
-                                  callback=callback, f0=f0)
+                                  callback=callback, f0=f0, on_step=on_step)
+    if on_step is not None:
+        raise ValueError(f"{method!r} is a black box: its steps cannot be recorded")
     head = None
     if segments is not None and n_counted is not None and n_counted < len(segments):
         head = sum(segments[:n_counted])
