@@ -20,7 +20,10 @@ from neuralode_helpers import exercises as ex
 from neuralode_helpers import toy_solution
 
 SOLUTIONS_DIR = Path(__file__).resolve().parents[1] / "notebooks" / "solutions"
-SOLUTIONS = sorted(SOLUTIONS_DIR.glob("*.py"))
+SOLUTIONS = sorted(p for p in SOLUTIONS_DIR.glob("*.py") if "check_" in p.read_text())
+# Worked answers to the open-ended ★★★ questions: a write-up, with code where it helps.
+ANSWERS = sorted(p for p in SOLUTIONS_DIR.glob("*.py") if "check_" not in p.read_text())
+NOTEBOOKS = sorted(SOLUTIONS_DIR.parent.glob("[0-9][0-9]-*.ipynb"))
 CHECKS = sorted(name for name in dir(ex) if name.startswith("check_"))
 
 
@@ -292,6 +295,14 @@ def test_solution_passes_its_check(path, capsys):
     # Each solution ends with its own check call, which raises AssertionError if it is wrong.
     runpy.run_path(str(path), run_name="__main__")
     assert "Well done" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", ANSWERS, ids=lambda p: p.name)
+def test_star3_answer_runs_and_is_loaded_by_its_notebook(path):
+    assert path.read_text().startswith(f"# Exercise {path.name[:2]} ★★★ (worked answer)")
+    runpy.run_path(str(path), run_name="__main__")  # runs without the notebook's variables
+    notebook = next(nb for nb in NOTEBOOKS if nb.name.startswith(path.name[:2]))
+    assert f"%load solutions/{path.name}" in notebook.read_text()
 
 
 @pytest.mark.parametrize("name", CHECKS)
