@@ -24,6 +24,7 @@ part of the package's top-level API.
 """
 
 import contextlib
+import functools
 import math
 import re
 import sys
@@ -216,6 +217,23 @@ def _watch_autograd():
             yield seen
 
 
+def _check(function):
+    """Mark a check function: a float32/float64 clash that it did not handle itself becomes a
+    hint naming the clash, never an internal exception."""
+    name = function.__name__
+
+    @functools.wraps(function)
+    def check(answer):
+        try:
+            return function(answer)
+        except _DtypeTrouble as err:
+            raise _Hint(name)(f"Your answer failed on a float32/float64 mismatch ({err}).",
+                              "Make every new tensor with the dtype of the inputs you are "
+                              "given, e.g. dtype=x.dtype.") from None
+
+    return check
+
+
 def _ok(message: str) -> bool:
     print(f"Well done: {message}")
     return True
@@ -224,6 +242,7 @@ def _ok(message: str) -> bool:
 # --- notebook 00 -------------------------------------------------------------------------------
 
 
+@_check
 def check_same_family_field(fn) -> bool:
     """Check ``fn(t, z)``, a field that never looks at z and whose solutions are the family
     e^(1 - cos t) + C.
@@ -271,6 +290,7 @@ def check_same_family_field(fn) -> bool:
     return _in_either_precision(hint, trial)
 
 
+@_check
 def check_midpoint_step(fn) -> bool:
     """Check ``fn(f, t, z, h)``, one midpoint step for dz/dt = f(t, z).
 
@@ -346,6 +366,7 @@ def check_midpoint_step(fn) -> bool:
 # --- notebook 01 -------------------------------------------------------------------------------
 
 
+@_check
 def check_dL_dt0(fn) -> bool:
     """Check ``fn(lam, z0, t0, t1)`` (Python floats in, one number out): dL/dt0 for
     dz/dt = lam z, L = z(t1).
@@ -397,6 +418,7 @@ def check_dL_dt0(fn) -> bool:
     return _ok("dL/dt0 = -lam z0 e^(lam (t1 - t0)) = -a(t0) f(z0) on all three cases.")
 
 
+@_check
 def check_vjp_tanh(fn) -> bool:
     """Check ``fn(W, z, a)`` for f(z) = tanh(W z): the pair (a^T df/dz, a^T df/dW), computed
     by hand.
@@ -457,6 +479,7 @@ def check_vjp_tanh(fn) -> bool:
 # --- notebook 02 -------------------------------------------------------------------------------
 
 
+@_check
 def check_windowed_field(fn) -> bool:
     """Check ``fn(f, t0, delta)``, which returns a field g(s, z) on s in [0, 1] for a batch of
     windows [t0_b, t0_b + delta].
@@ -500,6 +523,7 @@ def check_windowed_field(fn) -> bool:
     return _in_either_precision(hint, trial)
 
 
+@_check
 def check_aug(fn) -> bool:
     """Check ``fn(func, t, z, a)``, the adjoint's augmented dynamics for a batch: the triple
     (dz/dt, da/dt, [dg/dt per parameter]).
@@ -577,6 +601,7 @@ def check_aug(fn) -> bool:
 # --- notebook 03 -------------------------------------------------------------------------------
 
 
+@_check
 def check_sincos_field(cls) -> bool:
     """Check ``cls``, an nn.Module class built as ``cls()`` with ``forward(t, z)``, whose
     network sees z and the time only through sin t and cos t.
@@ -631,6 +656,7 @@ def check_sincos_field(cls) -> bool:
                "shape.")
 
 
+@_check
 def check_window_targets(fn) -> bool:
     """Check ``fn(t0, c, n_obs, window)``: the true z at n_obs evenly spaced times of each
     window [t0_b, t0_b + window].
@@ -676,6 +702,7 @@ def check_window_targets(fn) -> bool:
 # --- notebook 04 -------------------------------------------------------------------------------
 
 
+@_check
 def check_checkpoint_times(fn) -> bool:
     """Check ``fn(t0, t1, lam)`` (Python floats in): checkpoint times for the rule
     dt <= 5 / lam, as a 1-D tensor.
@@ -726,6 +753,7 @@ def check_checkpoint_times(fn) -> bool:
                "lam (t1 - t0).")
 
 
+@_check
 def check_speed_penalty(fn) -> bool:
     """Check ``fn(func, t, z)``: the batch's squared-speed penalty for a field ``func``.
 
@@ -786,6 +814,7 @@ def check_speed_penalty(fn) -> bool:
 # --- notebook 05 -------------------------------------------------------------------------------
 
 
+@_check
 def check_cubic_field(fn) -> bool:
     """Check ``fn(A, z)``: the spiral's field A z^(o3) for a batch of states, one state per
     row.
@@ -842,6 +871,7 @@ def _shortcut_hint(hint, used, what):
                 "(the check compares with the package).")
 
 
+@_check
 def check_kl_to_prior(fn) -> bool:
     """Check ``fn(mu, logvar)``: KL(N(mu, diag e^logvar) || N(0, I)) for each series, written
     without the package's or torch's KL functions.
@@ -914,6 +944,7 @@ def _mixing_field(z):
     return torch.stack([torch.sin(z1) * z2 + z1**2, z1 * z2**2 + torch.tanh(z2)], dim=1)
 
 
+@_check
 def check_divergence(fn) -> bool:
     """Check ``fn(f, z)``: the exact divergence tr(df/dz) of a batched field, one value per
     state, written without the package's divergence helpers.
@@ -961,6 +992,7 @@ def check_divergence(fn) -> bool:
     return _in_either_precision(hint, trial)
 
 
+@_check
 def check_hutchinson(fn) -> bool:
     """Check ``fn(f, z, generator)``: a one-probe Hutchinson estimate of tr(df/dz) per state,
     with the probe drawn from ``generator``, written without the package's helpers.
@@ -1055,6 +1087,7 @@ def check_hutchinson(fn) -> bool:
 # --- notebook 07 -------------------------------------------------------------------------------
 
 
+@_check
 def check_resnet_euler(fn) -> bool:
     """Check ``fn(blocks, h)``: L residual blocks applied as Euler steps on [0, 1], returning
     h_L.
@@ -1117,6 +1150,7 @@ def check_resnet_euler(fn) -> bool:
     return _in_either_precision(hint, trial)
 
 
+@_check
 def check_augmented_flow(fn) -> bool:
     """Check ``fn(field, x, p)``: an augmented neural ODE's map, from x of shape (B, d) to
     (B, d), with ``field(t, z)`` mapping (B, d+p) to (B, d+p) on t in [0, 1].
