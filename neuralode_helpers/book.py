@@ -7,6 +7,10 @@ On top of what nbconvert does, :func:`build_book`
 - writes an index page: each notebook's H1 title and its "What you will learn" list;
 - puts previous / contents / next links at the top and bottom of every page, and rewrites
   links to ``NN-name.ipynb`` (in markdown cells) to the matching ``NN-name.html`` page;
+- gives every page a link to download its notebook (copied into the book's ``download/``
+  folder) and a line on how to run it, since the pages themselves are read-only;
+- renders each worked solution that a notebook loads with ``%load solutions/<file>.py`` as a
+  page of its own, ``solution-<file>.html``, linked from the notebook's page;
 - replaces each widget (sliders, progress bars) by a static snapshot of its saved state: the
   sliders' values as text and the figure that their ``Output`` showed when the notebook ran.
   Sliders need a running kernel; nbconvert's own live rendering of saved widget state would
@@ -30,6 +34,8 @@ from pathlib import Path
 __all__ = ["build_book"]
 
 NOTEBOOK_GLOB = "[0-9][0-9]-*.ipynb"
+DOWNLOAD_DIR = "download"
+SOLUTION_LOAD = re.compile(r"%load\s+(solutions/[\w.-]+\.py)")
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 MATHJAX_DIR = "_static/mathjax"
 
@@ -45,6 +51,8 @@ nav.book-nav .book-contents { text-align: center; }
 .book-widget-note { color: #666; font-size: 0.85em; font-style: italic; }
 .book-widget-row { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: center; }
 .book-widget-slider { font-family: var(--jp-code-font-family, monospace); }
+.book-run { margin: 0.5em 0 1em; padding: 0.5em 1em; border-left: 4px solid #4a90d9;
+  background: #f2f7fc; font-family: var(--jp-ui-font-family, sans-serif); font-size: 0.9em; }
 </style>
 """
 
@@ -215,10 +223,46 @@ def _export(nb, title, mathjax_url):
     return body.replace("</head>", _STYLE + "</head>", 1)
 
 
-def _with_nav(body, nav):
-    body = body.replace("<main>", "<main>\n" + nav, 1)
+def _with_nav(body, nav, top=""):
+    body = body.replace("<main>", "<main>\n" + nav + top, 1)
     head, sep, tail = body.rpartition("</main>")
     return head + nav + "\n" + sep + tail if sep else body + nav
+
+
+def solution_files(nb):
+    """The solution files a notebook loads with ``%load solutions/<file>.py``, in order."""
+    found = []
+    for cell in nb["cells"]:
+        for path in SOLUTION_LOAD.findall(_markdown(cell)):
+            if path not in found:
+                found.append(path)
+    return found
+
+
+def _solution_page(path):
+    return "solution-" + Path(path).stem + ".html"
+
+
+def _run_line(download_href, name, what="notebook"):
+    """The banner under the top navigation: download link and how to run it."""
+    how = ("To run it, open it in JupyterLab from the course's folder (README, Quick start: "
+           "<code>make lab</code> on macOS and Linux; PowerShell or conda commands on Windows): "
+           "it imports the course's package, <code>neuralode_helpers</code>.")
+    if what == "solution":
+        how = ("To run it, type <code>%load solutions/" + html.escape(name) + "</code> in a cell "
+               "of its notebook in JupyterLab and run that cell twice (once to load, once to run).")
+    return (f'<div class="book-run"><a class="book-download" href="{download_href}" download>'
+            f"Download this {what} ({html.escape(name)})</a>. {how}</div>")
+
+
+def _link_solutions(body, available):
+    """Make ``%load solutions/<file>.py`` in the page's markdown a link to the solution page."""
+    def repl(m):
+        path = "solutions/" + m.group(1)
+        return (f'<a href="{_solution_page(path)}">{m.group(0)}</a>' if path in available
+                else m.group(0))
+
+    return re.sub(r"<code>%load solutions/([\w.-]+\.py)</code>", repl, body)
 
 
 def _index_notebook(pages, book_title, intro, notes):
@@ -227,6 +271,9 @@ def _index_notebook(pages, book_title, intro, notes):
         lines += [f"## [{page['title']}]({page['file']})", ""]
         if page["learn"]:
             lines += ["What you will learn:", "", page["learn"], ""]
+        if page.get("solutions"):
+            links = ", ".join(f"[{Path(p).name}]({_solution_page(p)})" for p in page["solutions"])
+            lines += [f"Worked solutions: {links}.", ""]
     lines += notes
     return _markdown_notebook("\n".join(lines))
 
@@ -236,14 +283,40 @@ def _markdown_notebook(text):
             "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
 
+def _write_solution(source, page, out_dir, mathjax_url):
+    """One worked solution as a page: its code (not run), linked back to its notebook."""
+    name = source.name
+    shutil.copyfile(source, out_dir / DOWNLOAD_DIR / "solutions" / name)
+    title = f"Solution: {name}"
+    intro = (f"# {title}\n\nA worked solution for an exercise of "
+             f"[{page['title']}]({page['file']}).")
+    nb = _markdown_notebook(intro)
+    nb["cells"].append({"cell_type": "code", "id": "solution", "metadata": {},
+                        "execution_count": None, "outputs": [],
+                        "source": source.read_text(encoding="utf-8")})
+    nb["metadata"] = {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                     "language": "python"},
+                      "language_info": {"name": "python"}}
+    body = _export(nb, title, mathjax_url)
+    back = f'<a href="{page["file"]}">{html.escape(page["title"])}</a>'
+    nav = ('<nav class="book-nav"><span class="book-prev">← ' + back + "</span>"
+           '<span class="book-contents"><a href="index.html">Contents</a></span>'
+           '<span class="book-next"></span></nav>')
+    run = _run_line(f"{DOWNLOAD_DIR}/solutions/{name}", name, what="solution")
+    body = _with_nav(body, nav, run)
+    target = out_dir / _solution_page(f"solutions/{name}")
+    target.write_text(body, encoding="utf-8")
+    return target
+
+
 def build_book(notebook_dir="notebooks", out_dir="_build/book", *,
                title="Neural ODEs from scratch", mathjax="auto"):
     """Render every ``NN-*.ipynb`` in ``notebook_dir`` (with its committed outputs) to
     ``out_dir/NN-*.html``, plus ``out_dir/index.html``.
 
     ``mathjax``: ``"auto"`` (a local copy if one is installed, else the CDN), ``"cdn"``, or the
-    path of a folder holding ``MathJax.js``. Returns the paths of the pages written, index
-    first.
+    path of a folder holding ``MathJax.js``. Returns the paths of the pages written: index,
+    notebooks, solutions, teaching notes.
     """
     import nbformat
 
@@ -264,17 +337,29 @@ def build_book(notebook_dir="notebooks", out_dir="_build/book", *,
         nb = nbformat.read(path, as_version=4)
         page_title, learn = notebook_summary(nb)
         notebooks.append(nb)
-        pages.append({"file": path.stem + ".html", "title": page_title, "learn": learn})
+        solutions = [s for s in solution_files(nb) if (notebook_dir / s).is_file()]
+        pages.append({"file": path.stem + ".html", "title": page_title, "learn": learn,
+                      "source": path, "solutions": solutions})
     stems = {p.stem for p in paths}
+    downloads = out_dir / DOWNLOAD_DIR
+    (downloads / "solutions").mkdir(parents=True, exist_ok=True)
 
-    written = []
+    written, solution_pages = [], []
     for i, (nb, page) in enumerate(zip(notebooks, pages, strict=True)):
+        # The notebook as committed (outputs included), for the download link.
+        shutil.copyfile(page["source"], downloads / page["source"].name)
         body = _export(_static_widgets(nb), page["title"], mathjax_url)
         nav = _nav(pages[i - 1] if i else None, pages[i + 1] if i + 1 < len(pages) else None)
-        body = _with_nav(_rewrite_links(body, stems), nav)
+        run = _run_line(f"{DOWNLOAD_DIR}/{page['source'].name}", page["source"].name)
+        body = _link_solutions(_rewrite_links(body, stems), set(page["solutions"]))
+        body = _with_nav(body, nav, run)
         target = out_dir / page["file"]
         target.write_text(body, encoding="utf-8")
         written.append(target)
+        for sol in page["solutions"]:
+            solution_pages.append(_write_solution(notebook_dir / sol, page, out_dir,
+                                                  mathjax_url))
+    written += solution_pages
 
     if mathjax_url:
         math_note = "Formulas are typeset by a copy of MathJax inside the book; no network needed."

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from neuralode_helpers.book import build_book, notebook_summary
+from neuralode_helpers.book import build_book, notebook_summary, solution_files
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
@@ -22,13 +22,15 @@ class Page(HTMLParser):
 
     def __init__(self, path):
         super().__init__()
-        self.links, self.images, self.scripts = [], [], []
+        self.links, self.images, self.scripts, self.downloads = [], [], [], []
         self.text = Path(path).read_text(encoding="utf-8")
         self.feed(self.text)
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        if tag == "a" and "href" in a:
+        if tag == "a" and "href" in a and "download" in a:
+            self.downloads.append(a["href"])
+        elif tag == "a" and "href" in a:
             self.links.append((a.get("rel"), a["href"]))
         elif tag == "img":
             self.images.append(a.get("src", ""))
@@ -96,6 +98,36 @@ def test_previous_and_next_links_resolve_in_order(book):
                 assert (out / href.split("#")[0]).is_file(), (name, href)
             assert ".ipynb" not in href or href.startswith(("http:", "https:")), (name, href)
     assert Page(out / "index.html").rel("next") == [names[0]] * 2
+
+
+def test_every_page_offers_its_notebook_and_says_how_to_run_it(book):
+    out, _ = book
+    for nb_path in NOTEBOOKS:
+        page = Page(out / (nb_path.stem + ".html"))
+        assert page.downloads == [f"download/{nb_path.name}"], nb_path.name
+        assert (out / "download" / nb_path.name).read_bytes() == nb_path.read_bytes()
+        assert "To run it" in page.text and "make lab" in page.text
+
+
+def test_every_loaded_solution_has_a_page(book):
+    out, pages = book
+    loaded = 0
+    for nb_path in NOTEBOOKS:
+        nb = json.loads(nb_path.read_text())
+        nb_page = Page(out / (nb_path.stem + ".html"))
+        for ref in solution_files(nb):
+            source = ROOT / "notebooks" / ref
+            assert source.is_file(), ref  # a %load that would fail in JupyterLab
+            name = "solution-" + source.stem + ".html"
+            assert out / name in pages and name in [h for _, h in nb_page.links], name
+            solution = Page(out / name)
+            assert solution.downloads == [f"download/solutions/{source.name}"]
+            assert (out / "download" / "solutions" / source.name).is_file()
+            assert nb_path.stem + ".html" in [h for _, h in solution.links]
+            # the file is on the page (its first comment line names the exercise)
+            assert source.read_text().splitlines()[0][2:20] in solution.text, name
+            loaded += 1
+    assert loaded >= 16
 
 
 def _notebook(cells, metadata=None):
