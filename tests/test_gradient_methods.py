@@ -133,3 +133,80 @@ def test_bad_adjoint_choices_are_clear_errors(linear_problem):
     with pytest.raises(ValueError, match="torch adjoint_method"):
         nh.odeint_adjoint(nh.LinearODE(A), z0, t, adjoint="quadrature",
                           adjoint_method="scipy:RK45")
+
+
+# ---- backprop through the solver, with less memory -----------------------------------------
+
+def _field():
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 2)).double()
+    return net, (lambda tt, z: net(z) * torch.cos(tt))
+
+
+def _backprop_grads(net, f, z0, t, w, solve):
+    net.zero_grad()
+    z0r, tr = z0.clone().requires_grad_(), t.clone().requires_grad_()
+    ys, nbytes = nh.saved_tensor_bytes(solve, f, z0r, tr, exclude=list(net.parameters()))
+    (ys * w).sum().backward()
+    return [z0r.grad, tr.grad] + [p.grad.clone() for p in net.parameters()], nbytes
+
+
+@pytest.mark.parametrize("method,kw", [("dopri5", dict(rtol=1e-6, atol=1e-8)),
+                                       ("tsit5", dict(rtol=1e-6, atol=1e-8)),
+                                       ("bosh3", dict(rtol=1e-5, atol=1e-7)),
+                                       ("rk4", dict(options={"step_size": 0.05}))])
+def test_per_step_recomputation_equals_plain_backprop(method, kw):
+    net, f = _field()
+    z0 = torch.randn(5, 2, dtype=F64)
+    t = torch.tensor([0.0, 0.5, 1.0, 1.7], dtype=F64)
+    w = torch.randn(4, 5, 2, dtype=F64)
+    plain, plain_bytes = _backprop_grads(
+        net, f, z0, t, w, lambda *a, **k: nh.odeint(*a, method=method, **kw, **k))
+    steps, steps_bytes = _backprop_grads(
+        net, f, z0, t, w, lambda *a, **k: nh.odeint(*a, method=method, checkpoint="steps",
+                                                     **kw, **k))
+    for a, b in zip(steps, plain):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert steps_bytes < plain_bytes / 3
+
+
+def test_checkpointed_backprop_equals_backprop_through_the_same_interval_solves():
+    net, f = _field()
+    z0 = torch.randn(5, 2, dtype=F64)
+    t = torch.tensor([0.0, 0.5, 1.0, 1.7], dtype=F64)
+    w = torch.randn(4, 5, 2, dtype=F64)
+    kw = dict(rtol=1e-6, atol=1e-8)
+
+    def by_hand(f_, z0_, t_):
+        out = [z0_]
+        for i in range(1, len(t_)):
+            out.append(nh.odeint(f_, out[-1], t_[i - 1:i + 1], **kw)[-1])
+        return torch.stack(out)
+
+    reference, plain_bytes = _backprop_grads(net, f, z0, t, w, by_hand)
+    got, ckpt_bytes = _backprop_grads(
+        net, f, z0, t, w, lambda *a: nh.odeint(*a, checkpoint="observations", **kw))
+    for a, b in zip(got, reference):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+    # Kept: the states at the observation times (and t), not the stages of the steps.
+    assert ckpt_bytes <= (len(t) + 1) * z0.numel() * 8 + len(t) * 8 < plain_bytes / 10
+
+
+@pytest.mark.parametrize("checkpoint", ["steps", "observations"])
+def test_checkpointed_backprop_matches_exact_gradients(checkpoint, linear_problem):
+    A, z0, t = linear_problem
+    w = torch.randn(len(t), *z0.shape, dtype=F64)
+    model = nh.LinearODE(A)
+    z0a, ta = z0.clone().requires_grad_(), t.clone().requires_grad_()
+    (nh.odeint(model, z0a, ta, rtol=1e-10, atol=1e-12, checkpoint=checkpoint) * w).sum()\
+        .backward()
+    for g, e in zip((model.A.grad, z0a.grad, ta.grad), _exact(A, z0, t, w)):
+        assert _rel(g, e) < 1e-8
+
+
+def test_bad_checkpoint_choices_are_clear_errors(linear_problem):
+    A, z0, t = linear_problem
+    with pytest.raises(ValueError, match="checkpoint must be None, 'observations' or 'steps'"):
+        nh.odeint(nh.LinearODE(A), z0, t, checkpoint=True)
+    with torch.no_grad(), pytest.raises(ValueError, match="black box"):
+        nh.odeint(nh.LinearODE(A), z0, t, method="scipy:LSODA", checkpoint="steps")

@@ -17,13 +17,15 @@ from .rk import dense_output, error_estimate, rk_step
 
 
 def integrate_adaptive(tab, f, y0, t, *, norm, controller, stats, first_step=None,
-                       max_num_steps=2**31 - 1, callback=None, f0=None, on_step=None):
+                       max_num_steps=2**31 - 1, callback=None, f0=None, on_step=None,
+                       step=rk_step):
     """States at every t, shape ``(len(t), *y0.shape)``.
 
     ``norm(err, y0, y1)`` gives the error ratio of a step; ``controller.next_step(h, r)``
     the next step size. With ``callback(i, y)`` the solver lands exactly on each t_i and
     continues from the state the callback returns. ``on_step(t, t_new, h, y, y_new, ks)``
-    is told every accepted step (to record a :class:`~.trajectory.Trajectory`).
+    is told every accepted step (to record a :class:`~.trajectory.Trajectory`). ``step``
+    takes one Runge–Kutta step (:func:`~.rk.rk_step`, or a checkpointed version of it).
     """
     tf = t.tolist()
     T = len(tf)
@@ -52,24 +54,24 @@ def integrate_adaptive(tab, f, y0, t, *, norm, controller, stats, first_step=Non
         target = i if callback is not None else T - 1
         remaining = abs(tf[target] - tc)
         lands = remaining <= h * (1 + 1e-12)
-        step = remaining if lands else h
+        size = remaining if lands else h
         # The current time is t0 plus an offset, never a running sum of steps: no drift in
         # float32. A landing step is t[target] - t as a tensor, so backprop reaches t.
         t_cur = t[0] + (tc - tf[0])
-        h_arg = (t[target] - t_cur) if lands else direction * step
-        y1, ks = rk_step(f, tab, t_cur, h_arg, y, f0)
+        h_arg = (t[target] - t_cur) if lands else direction * size
+        y1, ks = step(f, tab, t_cur, h_arg, y, f0)
         with torch.no_grad():  # step sizes are not differentiated: keep no graph for them
             ratio = norm(error_estimate(tab, h_arg, ks), y, y1)
         if not math.isfinite(ratio):
             # Overflow or NaN inside the step: a smaller step may avoid it; at round-off
             # scale it cannot, and the dynamics themselves are non-finite here.
             stats.n_rejected += 1
-            h = step * controller.dfactor
+            h = size * controller.dfactor
             if h < 1e-14 * max(1.0, abs(tc)):
                 raise SolverError("the state became non-finite (NaN or inf)",
                                   t_reached=tc, method=tab.name)
             continue
-        h_next = controller.next_step(step, ratio)
+        h_next = controller.next_step(size, ratio)
         if ratio > 1.0:
             stats.n_rejected += 1
             h = h_next
@@ -78,7 +80,7 @@ def integrate_adaptive(tab, f, y0, t, *, norm, controller, stats, first_step=Non
                                   method=tab.name)
             continue
         stats.n_steps += 1
-        tc_new = tf[target] if lands else tc + direction * step
+        tc_new = tf[target] if lands else tc + direction * size
         if on_step is not None:
             on_step(tc, tc_new, tc_new - tc, y, y1, ks)
         f1 = ks[-1] if tab.fsal else None

@@ -11,7 +11,7 @@ from .rk import rk_step
 
 
 def integrate_fixed(tab, f, y0, t, *, step_size, stats, callback=None, f0=None,
-                    on_step=None):
+                    on_step=None, step=rk_step):
     """States at every t, with ``ceil(|t_i - t_{i-1}| / step_size)`` equal steps in each
     interval, or one step per interval when ``step_size`` is None (torchdiffeq's default
     grid). Every output time is hit exactly (no interpolation), and the steps depend
@@ -34,7 +34,7 @@ def integrate_fixed(tab, f, y0, t, *, step_size, stats, callback=None, f0=None,
             tk = t[i - 1] + k * h
             k1 = f0 if f0 is not None else f(tk, y)
             f0 = None
-            y_new, ks = rk_step(f, tab, tk, h, y, k1)
+            y_new, ks = step(f, tab, tk, h, y, k1)
             if on_step is not None:
                 t_a = tf[i - 1] + k * (tf[i] - tf[i - 1]) / n
                 t_b = tf[i - 1] + (k + 1) * (tf[i] - tf[i - 1]) / n

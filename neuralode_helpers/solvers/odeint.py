@@ -8,13 +8,14 @@ from .adaptive import integrate_adaptive
 from .checks import SCIPY_METHODS, check_call, method_family, untracked_leaves
 from .controller import ErrorNorm, StepController
 from .fixed import integrate_fixed
+from .rk import checkpointed_rk_step, rk_step
 from .scipy_bridge import ScipySolver
-from .stats import Stats
+from .stats import SolveStats, Stats
 from .tableaus import TABLEAUS
 
 
 def solve(f, y0, t, *, method, rtol, atol, options, stats, callback=None, segments=None,
-          n_counted=None, seminorm=False, f0=None, on_step=None):
+          n_counted=None, seminorm=False, f0=None, on_step=None, step=rk_step):
     """Unchecked core used by :func:`odeint` and the adjoint.
 
     ``segments``: sizes of consecutive parts of the flattened state for the adaptive error
@@ -36,7 +37,7 @@ def solve(f, y0, t, *, method, rtol, atol, options, stats, callback=None, segmen
     if family == "fixed":
         return integrate_fixed(TABLEAUS[method], counted, y0, t,
                                step_size=options.get("step_size"), stats=stats,
-                               callback=callback, f0=f0, on_step=on_step)
+                               callback=callback, f0=f0, on_step=on_step, step=step)
     if family == "adaptive":
         tab = TABLEAUS[method]
         norm = ErrorNorm(rtol, atol, segments, n_counted, custom=options.get("norm"))
@@ -46,7 +47,7 @@ def solve(f, y0, t, *, method, rtol, atol, options, stats, callback=None, segmen
         return integrate_adaptive(tab, counted, y0, t, norm=norm, controller=controller,
                                   stats=stats, first_step=options.get("first_step"),
                                   max_num_steps=options.get("max_num_steps", 2**31 - 1),
-                                  callback=callback, f0=f0, on_step=on_step)
+                                  callback=callback, f0=f0, on_step=on_step, step=step)
     if on_step is not None:
         raise ValueError(f"{method!r} is a black box: its steps cannot be recorded")
     head = None
@@ -56,7 +57,8 @@ def solve(f, y0, t, *, method, rtol, atol, options, stats, callback=None, segmen
                        seminorm=seminorm).integrate(y0, t, callback)
 
 
-def odeint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", options=None, stats=None):
+def odeint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", options=None, stats=None,
+           checkpoint=None):
     r"""Solve :math:`\frac{dz}{dt} = f(t, z)`, :math:`z(t_0) = z_0`, at every time in ``t``.
 
     Parameters
@@ -83,6 +85,20 @@ def odeint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", options=None, 
         ``first_step``, ``max_step``, ``min_step``, ``max_nfe``; torchdiffeq's
         ``method="scipy_solver", options={"solver": name}`` works too).
     stats : :class:`Stats`, optional; ``stats.forward`` receives NFE and step counts.
+    checkpoint : how backprop keeps the graph (torch methods; the values are the same).
+
+        - ``None`` (default): plain backprop through every stage of every step; memory
+          grows with the number of steps.
+        - ``"observations"``: checkpointed backprop. Each interval [t_{i-1}, t_i] is solved on
+          its own (the solver lands on every t_i and restarts its step-size selection there)
+          and only its start state is kept; backward recomputes the interval's graph. The
+          gradient equals plain backprop's through the same interval-by-interval solve;
+          memory O(len(t) + one interval's steps); about one more forward solve of work.
+        - ``"steps"``: per-step recomputation (ACA, Zhuang et al. 2020): only each accepted
+          step's inputs (t, h, z and its first stage) are kept, and backward rebuilds each
+          step's graph in reverse. The gradient equals plain backprop's to round-off;
+          memory O(steps × state) instead of O(steps × stages × activations). The
+          re-evaluations during backward are counted in ``stats.forward.nfe``.
 
     Returns
     -------
@@ -103,9 +119,40 @@ def odeint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", options=None, 
     if call.method in SCIPY_METHODS and torch.is_grad_enabled():
         _refuse_black_box_gradients(call, z0, t)
     stats = Stats() if stats is None else stats
-    ys = solve(call.func, call.y0, call.t, method=call.method, rtol=rtol, atol=atol,
-               options=call.options, stats=stats.forward, segments=call.state.segments)
+    if checkpoint not in (None, "observations", "steps"):
+        raise ValueError(f"checkpoint must be None, 'observations' or 'steps', got {checkpoint!r}")
+    if checkpoint is not None and call.method in SCIPY_METHODS:
+        raise ValueError(f"checkpoint={checkpoint!r} replays the solver's steps, which the black "
+                         f"box {call.method!r} cannot: use a torch method")
+    kw = dict(method=call.method, rtol=rtol, atol=atol, options=call.options,
+              segments=call.state.segments)
+    if checkpoint == "observations":
+        ys = _by_interval(call, stats.forward, kw)
+    else:
+        ys = solve(call.func, call.y0, call.t, stats=stats.forward,
+                   step=checkpointed_rk_step if checkpoint == "steps" else rk_step, **kw)
     return call.state.unpack_outputs(ys)
+
+
+def _by_interval(call, stats, kw):
+    """Checkpointed backprop: one checkpointed solve per interval of t."""
+    from torch.utils.checkpoint import checkpoint
+
+    counts = SolveStats()
+
+    def interval(y_start, i):
+        ys = solve(call.func, y_start, call.t[i - 1:i + 1], stats=counts, **kw)
+        stats.nfe += counts.nfe
+        stats.n_steps += counts.n_steps
+        stats.n_rejected += counts.n_rejected
+        return ys[-1]
+
+    stats.reset()
+    out = [call.y0]
+    for i in range(1, len(call.t)):
+        out.append(checkpoint(interval, out[-1], i, use_reentrant=False)
+                   if torch.is_grad_enabled() else interval(out[-1], i))
+    return torch.stack(out)
 
 
 def _refuse_black_box_gradients(call, z0, t):

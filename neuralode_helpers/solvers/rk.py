@@ -8,6 +8,7 @@ estimate and its dense output.
 from __future__ import annotations
 
 import torch
+import torch.utils.checkpoint
 
 from .tableaus import ButcherTableau
 
@@ -63,3 +64,14 @@ def dense_output(tab: ButcherTableau, y, ks, h, theta):
             w = sum(c * p for c, p in zip(row, powers) if c)
             out = out + (h * w) * k
     return out
+
+
+def checkpointed_rk_step(f, tab, t, h, y, k1):
+    """:func:`rk_step` whose graph is not kept: backprop recomputes it from (t, h, y, k1).
+
+    Backprop through a solve built from these steps keeps only each step's inputs (one or
+    two states per step) instead of every stage's activations, and gives the same gradient
+    as plain backprop: the same operations are replayed (the idea of ACA, Zhuang et al.
+    2020). The price is a second evaluation of every stage during backward.
+    """
+    return torch.utils.checkpoint.checkpoint(rk_step, f, tab, t, h, y, k1, use_reentrant=False)
