@@ -21,9 +21,12 @@ ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4, "adaptive_heun": 2, "bosh3": 3, "
 def test_linear_system_matches_matrix_exponential(method, linear_problem):
     A, z0, t = linear_problem
     options, tol = FIXED.get(method, (None, 1e-6))
+    # Low-order adaptive methods need very many steps at tight tolerances: keep them quick.
+    rtol, atol = {"adaptive_heun": (1e-7, 1e-9), "bosh3": (1e-8, 1e-10)}.get(method,
+                                                                              (1e-9, 1e-11))
     with torch.no_grad():  # LinearODE's A is a parameter; scipy refuses to drop its gradient
-        zs = nh.odeint(nh.LinearODE(A), z0, t, method=method, options=options, rtol=1e-9,
-                       atol=1e-11)
+        zs = nh.odeint(nh.LinearODE(A), z0, t, method=method, options=options, rtol=rtol,
+                       atol=atol)
     assert zs.shape == (len(t), *z0.shape)
     assert torch.equal(zs[0], z0)
     exact = nh.linear_solution(A, z0, t)
