@@ -60,7 +60,8 @@ def _vjp(func, tt, z, a, params):
         else:
             vjps = (None,) * len(inputs)
     flat = [torch.zeros(x.numel(), dtype=a.dtype, device=a.device) if v is None
-            else v.reshape(-1).to(a.dtype) for v, x in zip(vjps, inputs)]
+            else v.reshape(-1) if v.dtype == a.dtype else v.reshape(-1).to(a.dtype)
+            for v, x in zip(vjps, inputs)]
     return f.detach(), flat[0], flat[1:]
 
 
