@@ -21,7 +21,7 @@ Frobenius norm: :math:`\mathbb E_\varepsilon \|\varepsilon^\top J\|^2 =
 :math:`t_1' \sim \mathcal U[t_1 - b, t_1 + b]` (:func:`sample_end_time`), which keeps the
 solution well-behaved around :math:`t_1`, not only at it.
 
-**Bounded fields** (:class:`BoundedField`): :math:`f = s\,\tanh(g(t, z))` with a learnt
+**Bounded fields** (:class:`BoundedField`): :math:`f = s\,\tanh(g(t, z)/s)` with a learnt
 scale :math:`s > 0`, so that :math:`\|f\|_\infty \le s` whatever the weights of g do.
 """
 
@@ -152,11 +152,16 @@ class RNODE:
     r"""Weights of RNODE's two terms, for :func:`~neuralode_helpers.train`'s ``regulariser``:
     the loss becomes :math:`L + \lambda_K \bar{\mathcal K} + \lambda_J \bar{\mathcal B}`
     (batch means). ``probe``: ``"rademacher"`` or ``"gaussian"`` for Hutchinson's estimate,
-    or ``"exact"``."""
+    or ``"exact"``. ``in_norm``: whether the adaptive solver's error norm counts the two
+    extra channels. They are quadratures that never feed back into z (like the adjoint's
+    a_θ), so by default (``False``) only z's error sets the step size, and the terms cost
+    no extra steps; ``True`` is RNODE's original setting (torchdiffeq's norm counts every
+    channel)."""
 
     kinetic: float = 0.0
     jacobian: float = 0.0
     probe: str = "rademacher"
+    in_norm: bool = False
 
     def __post_init__(self):
         for name in ("kinetic", "jacobian"):
@@ -168,6 +173,21 @@ class RNODE:
         if self.probe not in ("rademacher", "gaussian", "exact"):
             raise ValueError(f"RNODE probe must be 'rademacher', 'gaussian' or 'exact', "
                              f"got {self.probe!r}")
+
+    def solver_options(self, method: str, options: dict | None, n_state: int) -> dict | None:
+        """``options`` with a ``norm`` that counts only the first ``n_state`` entries (z) of
+        the flattened state, for the adaptive torch methods, unless ``in_norm`` or the
+        caller gave a norm."""
+        options = dict(options or {})
+        fixed = method in ("euler", "midpoint", "rk4") or method.startswith("scipy")
+        if self.in_norm or fixed or "norm" in options:
+            return options or None
+
+        def z_only(scaled, n=n_state):
+            return scaled.reshape(-1)[:n].square().mean().sqrt()
+
+        options["norm"] = z_only
+        return options
 
     def probes(self, shape, generator=None, dtype=torch.float32, device=None):
         """Probes for :class:`RegularisedField` (``None`` for ``"exact"``)."""
@@ -208,8 +228,11 @@ def sample_end_time(t0: float, t1: float, b: float, generator: torch.Generator |
 
 
 class BoundedField(nn.Module):
-    r"""A field with a learnt bound: :math:`f(t, z) = s\,\tanh(g(t, z))`,
+    r"""A field with a learnt bound: :math:`f(t, z) = s\,\tanh(g(t, z)/s)`,
     :math:`s = \operatorname{softplus}(\rho)`, so :math:`|f_i| \le s` at every point.
+
+    Where :math:`|g| \ll s` the field is g itself (tanh is the identity near 0), so wrapping
+    a network changes nothing until it tries to be faster than s.
 
     ``net``: ``g(t, z)`` with output ``(..., D)`` (an :class:`~neuralode_helpers.ODENet`);
     ``scale``: the initial bound s > 0. The scale is a parameter (``rho``): training can
@@ -236,4 +259,5 @@ class BoundedField(nn.Module):
         return F.softplus(self.rho)
 
     def forward(self, t, z):
-        return self.scale * torch.tanh(self.net(t, z))
+        scale = self.scale
+        return scale * torch.tanh(self.net(t, z) / scale)

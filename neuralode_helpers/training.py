@@ -112,6 +112,7 @@ def regularised_window_loss(model, t0, c, *, regulariser=None, eps=None, end=1.0
         z_pred = solver(field_, z_true[0], s, **kw)
         return nn.functional.mse_loss(z_pred[1:], z_true[1:]), None, None
     reg_field = RegularisedField(field_, eps, jacobian=regulariser.jacobian > 0)
+    kw["options"] = regulariser.solver_options(method, options, z_true[0].numel())
     z_pred, kinetic, jacobian = solver(reg_field, initial_state(z_true[0]), s, **kw)
     return (nn.functional.mse_loss(z_pred[1:], z_true[1:]), kinetic[-1].mean(),
             jacobian[-1].mean())

@@ -222,3 +222,24 @@ def test_steer_and_regulariser_leave_the_windows_unchanged():
     torch.manual_seed(0)
     reg = nh.train(nh.ODENet(hidden=(16,)), regulariser=nh.RNODE(kinetic=1.0), **kw)
     assert reg.losses[0] == pytest.approx(plain.losses[0], rel=1e-3)
+
+
+def test_terms_left_out_of_the_norm_cost_no_extra_steps():
+    """With in_norm=False only z's error sets the step: the same steps as the plain solve."""
+    torch.manual_seed(0)
+    model = nh.ODENet(hidden=(16,))
+    t0 = torch.linspace(-1, 9, 20)
+    c = torch.zeros(20)
+    eps = nh.rademacher((20, 1), torch.Generator().manual_seed(0))
+    counts = {}
+    for label, reg in (("plain", None), ("out", nh.RNODE(1.0, 1.0)),
+                       ("in", nh.RNODE(1.0, 1.0, in_norm=True))):
+        stats = nh.Stats()
+        with torch.no_grad():
+            mse, _, _ = nh.regularised_window_loss(model, t0, c, regulariser=reg, eps=eps,
+                                                   adjoint=False, stats=stats, rtol=1e-6,
+                                                   atol=1e-8)
+        counts[label] = stats.forward.nfe, mse.item()
+    assert counts["out"][0] == counts["plain"][0]
+    assert counts["out"][1] == pytest.approx(counts["plain"][1], rel=1e-6)  # the same z path
+    assert counts["in"][0] >= counts["plain"][0]
