@@ -56,6 +56,16 @@ from .plotting import (
     plot_residual,
 )
 from .problems import linear_solution, random_stable_matrix, toy_dynamics, toy_solution
+from .regularisers import (
+    RNODE,
+    BoundedField,
+    RegularisedField,
+    initial_state,
+    jacobian_frobenius,
+    kinetic_energy,
+    rademacher,
+    sample_end_time,
+)
 from .solvers import METHODS, SolveStats, Stats, odeint
 from .training import (
     TrainResult,
@@ -64,6 +74,7 @@ from .training import (
     fit_mse,
     load_model,
     predict,
+    regularised_window_loss,
     save_model,
     train,
     window_loss,
@@ -84,4 +95,6 @@ __all__ = [
     "random_stable_matrix", "reconstruction_error", "relative_error", "save_model",
     "saved_tensor_bytes", "toy_dynamics", "toy_solution", "train", "window_loss",
     "FitExplorer", "plot_fit", "plot_gradient_check", "plot_loss", "plot_nfe", "plot_residual",
+    "RNODE", "BoundedField", "RegularisedField", "initial_state", "jacobian_frobenius",
+    "kinetic_energy", "rademacher", "sample_end_time", "regularised_window_loss",
 ]

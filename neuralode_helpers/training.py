@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .adjoint import odeint_adjoint
 from .models import ODENet
 from .problems import toy_solution
+from .regularisers import RNODE, RegularisedField, check_steer, initial_state, sample_end_time
 from .solvers import Stats, odeint
 
 
@@ -43,11 +44,21 @@ class WindowedField(nn.Module):
 
 @dataclass
 class TrainResult:
-    """What :func:`train` measured: one entry per optimisation step."""
+    r"""What :func:`train` measured: one entry per optimisation step.
+
+    ``losses`` is the fit term (the MSE) alone. With a ``regulariser``, ``kinetic`` and
+    ``jacobian`` hold the batch means of :math:`\int\|g\|^2 ds` and of (the estimate of)
+    :math:`\int\|\partial g/\partial z\|_F^2 ds` over the windows (rescaled field g); with
+    ``steer``, ``end_times`` holds the end of each step's window in s (1 without STEER).
+    Lists of options that were not used stay empty.
+    """
 
     losses: list = field(default_factory=list)
     nfe_forward: list = field(default_factory=list)
     nfe_backward: list = field(default_factory=list)
+    kinetic: list = field(default_factory=list)
+    jacobian: list = field(default_factory=list)
+    end_times: list = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
 
@@ -73,6 +84,38 @@ def window_loss(model, t0, c, *, window=1.0, n_obs=2, adjoint=True, method="dopr
     z_pred = solver(field_, z_true[0], s, method=method, rtol=rtol, atol=atol, options=options,
                     stats=stats)
     return nn.functional.mse_loss(z_pred[1:], z_true[1:])
+
+
+def regularised_window_loss(model, t0, c, *, regulariser=None, eps=None, end=1.0, window=1.0,
+                            n_obs=2, adjoint=True, method="dopri5", rtol=1e-5, atol=1e-6,
+                            options=None, stats=None):
+    r""":func:`window_loss` with RNODE's terms and STEER's end time; returns
+    ``(mse, kinetic, jacobian)``, each a 0-d tensor (the last two are batch means, ``None``
+    without ``regulariser``).
+
+    The windows are solved on :math:`s \in [0, \text{end}]` (``end`` from
+    :func:`~neuralode_helpers.sample_end_time`), with targets at
+    :math:`t_0 + s\,\Delta`. With a :class:`~neuralode_helpers.RNODE`, the state is the tuple
+    ``(z, k, b)`` of :class:`~neuralode_helpers.RegularisedField` (probes ``eps`` ``(B, 1)``)
+    and one solve gives the fit and both integrals.
+    """
+    if regulariser is not None and not isinstance(regulariser, RNODE):
+        raise TypeError(f"regulariser must be an RNODE or None, got "
+                        f"{type(regulariser).__name__}")
+    s = torch.linspace(0, float(end), n_obs, dtype=t0.dtype, device=t0.device)
+    t_obs = t0[None, :] + window * s[:, None]  # (n_obs, B)
+    z_true = toy_solution(t_obs, c[None, :]).unsqueeze(-1)  # (n_obs, B, 1)
+    field_ = WindowedField(model, t0, window)
+    solver = odeint_adjoint if adjoint else odeint
+    kw = dict(method=method, rtol=rtol, atol=atol, options=options, stats=stats)
+    if regulariser is None:
+        z_pred = solver(field_, z_true[0], s, **kw)
+        return nn.functional.mse_loss(z_pred[1:], z_true[1:]), None, None
+    reg_field = RegularisedField(field_, eps, jacobian=regulariser.jacobian > 0)
+    kw["options"] = regulariser.solver_options(method, options, z_true[0].numel())
+    z_pred, kinetic, jacobian = solver(reg_field, initial_state(z_true[0]), s, **kw)
+    return (nn.functional.mse_loss(z_pred[1:], z_true[1:]), kinetic[-1].mean(),
+            jacobian[-1].mean())
 
 
 def lr_factor(step, steps, lr, lr_final, schedule="exponential", warmup=0) -> float:
@@ -101,8 +144,9 @@ def lr_factor(step, steps, lr, lr_final, schedule="exponential", warmup=0) -> fl
 def train(model, *, steps=300, batch_size=100, lr=1e-2, lr_final=1e-3, weight_decay=0.0,
           window=1.0, n_obs=2, t0_range=(-1.0, 9.0), c_range=(0.0, 0.0), method="dopri5",
           rtol=1e-5, atol=1e-6, adjoint=True, seed=0, progress=True, callback=None,
-          result=None, schedule="exponential", warmup=0, options=None):
-    """Fit ``model`` to the toy problem with Adam; every step solves ``batch_size`` windows
+          result=None, schedule="exponential", warmup=0, options=None, regulariser=None,
+          steer=None):
+    r"""Fit ``model`` to the toy problem with Adam; every step solves ``batch_size`` windows
     in one batched solve. The learning rate goes from ``lr`` to ``lr_final`` over ``steps``
     (see :func:`lr_factor`): geometrically (``schedule="exponential"``) or along half a
     cosine (``"cosine"``), after ``warmup`` steps of linear ramp-up from ``lr / warmup``.
@@ -113,11 +157,26 @@ def train(model, *, steps=300, batch_size=100, lr=1e-2, lr_final=1e-3, weight_de
     ``callback(step, loss)`` is called after each step. ``method``, ``rtol``, ``atol`` and
     ``options`` go to the solver (``options={"step_size": h}`` for the fixed-step methods;
     the window is the interval s in [0, 1], so h is a fraction of a window).
+
+    ``regulariser``: an :class:`~neuralode_helpers.RNODE` (Finlay et al. 2020): the loss
+    minimised is the MSE plus :math:`\lambda_K` times the kinetic energy plus
+    :math:`\lambda_J` times the Jacobian's Frobenius norm (Hutchinson), both integrated in
+    the same solve; the terms are recorded per step. ``steer``: STEER's b (Ghosh et al.
+    2020), 0 <= b < 1: each step solves its windows to a random s in [1 - b, 1 + b] (targets
+    at the matching times). Probes and end times come from their own generator (seeded from
+    ``seed``), so the windows are the same as without these options.
     """
+    if regulariser is not None and not isinstance(regulariser, RNODE):
+        raise TypeError(f"regulariser must be an RNODE or None, got "
+                        f"{type(regulariser).__name__}")
+    if steer is not None:
+        steer = check_steer(steer, 1.0)
     if steps < 0 or batch_size < 1 or n_obs < 2 or warmup < 0:
         raise ValueError("need steps >= 0, batch_size >= 1, n_obs >= 2 and warmup >= 0")
     lr_factor(0, steps, lr, lr_final, schedule, warmup)  # reject a bad schedule up front
     generator = torch.Generator().manual_seed(seed)
+    # probes and end times: their own stream, so that the windows match a plain run's
+    extra = torch.Generator().manual_seed(seed + 7919)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: lr_factor(k, steps, lr, lr_final, schedule, warmup))
@@ -132,13 +191,26 @@ def train(model, *, steps=300, batch_size=100, lr=1e-2, lr_final=1e-3, weight_de
             t0, c = sample_windows(batch_size, generator, t0_range, c_range, first.dtype)
             t0, c = t0.to(first.device), c.to(first.device)
             opt.zero_grad()
-            loss = window_loss(model, t0, c, window=window, n_obs=n_obs, adjoint=adjoint,
-                               method=method, rtol=rtol, atol=atol, options=options,
-                               stats=stats)
+            end = 1.0 if steer is None else sample_end_time(0.0, 1.0, steer, extra)
+            eps = None
+            if regulariser is not None:
+                eps = regulariser.probes((batch_size, model_dim(model)), extra, first.dtype,
+                                         first.device)
+            loss, kinetic, jacobian = regularised_window_loss(
+                model, t0, c, regulariser=regulariser, eps=eps, end=end, window=window,
+                n_obs=n_obs, adjoint=adjoint, method=method, rtol=rtol, atol=atol,
+                options=options, stats=stats)
             value = loss.item()
             # Checked before the step: a non-finite loss must not reach the weights.
             if not math.isfinite(value):
                 raise FloatingPointError(f"loss became {value} at step {step}: try a smaller lr")
+            if regulariser is not None:
+                result.kinetic.append(kinetic.item())
+                result.jacobian.append(jacobian.item())
+                loss = (loss + regulariser.kinetic * kinetic
+                        + regulariser.jacobian * jacobian)
+            if steer is not None:
+                result.end_times.append(end)
             loss.backward()
             opt.step()
             sched.step()
@@ -154,6 +226,14 @@ def train(model, *, steps=300, batch_size=100, lr=1e-2, lr_final=1e-3, weight_de
         bar.close()
         result.seconds += time.perf_counter() - start
     return result
+
+
+def model_dim(model) -> int:
+    """The state dimension D of ``model`` (``state_dim``, else 1 as for the toy problem)."""
+    dim = getattr(model, "state_dim", None)
+    if dim is None:
+        dim = getattr(getattr(model, "net", None), "state_dim", 1)
+    return int(dim)
 
 
 @torch.no_grad()
