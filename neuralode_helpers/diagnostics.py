@@ -156,8 +156,9 @@ def reconstruction_error(func, z0, t, *, method="dopri5", rtol=1e-6, atol=1e-8, 
                          checkpoint=False) -> float:
     r"""Relative error of :math:`z(t_0)` rebuilt by solving backwards, as the adjoint does.
 
-    The forward solve gives :math:`\hat z(t_i)`; solving :math:`\dot z = f(t, z)` from
-    :math:`\hat z(t_{T-1})` back to :math:`t_0` gives :math:`\tilde z(t_0)`, and we return
+    The forward solve gives :math:`\hat z(t_i)`; solving :math:`\frac{dz}{dt} = f(z, t)`
+    (``func(t, z)`` in code) from :math:`\hat z(t_{T-1})` back to :math:`t_0` gives
+    :math:`\tilde z(t_0)`, and we return
     :math:`\lVert\tilde z(t_0) - z_0\rVert / \lVert z_0\rVert`. This is the z-channel of
     :func:`~neuralode_helpers.odeint_adjoint`'s backward solve, run on its own. On
     contracting dynamics it blows up: a perturbation that decays like :math:`e^{-kt}`

@@ -1,4 +1,8 @@
-r"""Vector fields :math:`f(t, z; \theta)` to put inside an ODE solve."""
+r"""Vector fields :math:`f(z, t; \theta)` to put inside an ODE solve.
+
+As everywhere in the series, the maths writes :math:`f(z, t; \theta)` and the code calls
+``forward(t, z)``, time first (the convention of ``torchdiffeq``).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,14 @@ from torch import nn
 
 
 class ODENet(nn.Module):
-    r"""The seed's model, generalised: an MLP on the input :math:`[z, t]`.
+    r"""The network of the toy problem, for any state dimension: an MLP on the input
+    :math:`[z, t]`.
 
-    :math:`\dot z = f([z, t]; \theta)` with ``state_dim`` = D inputs from z plus one for t
-    (unless ``time_dependent=False``), hidden layers of the given widths, ``activation``
-    between them and a linear output of width D. The default is the seed's
-    2 → 50 → 75 → 1 network with GELU.
+    :math:`\frac{dz}{dt} = f(z, t; \theta)`, computed from the concatenated input
+    :math:`[z, t]`: ``state_dim`` = D inputs from z plus one for t (unless
+    ``time_dependent=False``), hidden layers of the given widths, ``activation`` between them
+    and a linear output of width D. The default is the 2 → 50 → 75 → 1 network with GELU that
+    notebooks 02–04 train on the toy problem.
 
     ``forward(t, z)``: ``z`` has shape ``(..., D)``; ``t`` is a 0-d tensor or a tensor
     broadcastable to ``z.shape[:-1]`` (one time per sample, used when windows are rescaled);

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-# The time range and offsets c that `train` draws from by default (windows [t0, t0 + 1] with
-# t0 in [-1, 9]): shaded on fit plots so extrapolation is visible at a glance.
+# The time range that `train` covers by default (windows [t0, t0 + 1] with t0 in [-1, 9]).
+# Fit plots shade the part of their t axis outside it, so extrapolation is visible at a glance.
 TRAINED_T_RANGE = (-1.0, 10.0)
+UNTRAINED_LABEL = "outside the trained t range"
 
 
 def _axes(ax, figsize=(7, 4)):
@@ -58,6 +59,26 @@ def moving_average(x, window):
     return (c[window:] - c[:-window]) / window
 
 
+def shade_untrained(ax, t_start, t_end, trained_range, *, label=UNTRAINED_LABEL):
+    """Shade the parts of ``[t_start, t_end]`` that lie outside ``trained_range`` (where the
+    model extrapolates), replacing any shading this function drew on ``ax`` before. Nothing
+    is drawn, and no legend entry made, when the whole interval lies inside the trained range
+    (or ``trained_range`` is None). Returns the list of shaded spans."""
+    for artist in [p for p in ax.patches if p.get_gid() == "untrained"]:
+        artist.remove()
+    if trained_range is None:
+        return []
+    lo, hi = trained_range
+    pieces = [(t_start, min(t_end, lo)), (max(t_start, hi), t_end)]
+    spans = []
+    for a, b in pieces:
+        if b > a:
+            span = ax.axvspan(a, b, color="0.9", zorder=0, gid="untrained",
+                              label=label if not spans else None)
+            spans.append(span)
+    return spans
+
+
 def plot_loss(losses, ax=None, *, smooth=20, title="Training loss"):
     """Loss per optimisation step on a log scale, with a moving average over ``smooth`` steps
     (a mini-batch loss is noisy; the average shows the trend). Returns the figure."""
@@ -78,12 +99,11 @@ def plot_loss(losses, ax=None, *, smooth=20, title="Training loss"):
 def plot_fit(t, z_true, z_pred, ax=None, *, title="Original vs predicted",
              trained_range=TRAINED_T_RANGE):
     """The true curve ("Original") and the model's solve from the same z(t_0) ("Predicted")
-    against t, as in the seed's figure. ``trained_range`` (or None) is shaded. Returns the
-    figure."""
+    against t. The parts of the t axis outside ``trained_range`` (None: no shading) are shaded
+    (:func:`shade_untrained`). Returns the figure."""
     ax = _axes(ax)
     t, z_true, z_pred = _numpy(t), _numpy(z_true), _numpy(z_pred)
-    if trained_range is not None:
-        ax.axvspan(*trained_range, color="0.92", zorder=0, label="trained t range")
+    shade_untrained(ax, float(t[0]), float(t[-1]), trained_range)
     ax.plot(t, z_true, color="C0", lw=2.5, label="Original")
     ax.plot(t, z_pred, color="C1", lw=2, ls="--", label="Predicted")
     ax.set(xlabel="t", ylabel="z(t)", title=title)
@@ -94,11 +114,11 @@ def plot_fit(t, z_true, z_pred, ax=None, *, title="Original vs predicted",
 
 def plot_residual(t, z_true, z_pred, ax=None, *, title="Residual (predicted - original)",
                   trained_range=TRAINED_T_RANGE):
-    """``z_pred - z_true`` against t, with the zero line. Returns the figure."""
+    """``z_pred - z_true`` against t, with the zero line; the parts of the t axis outside
+    ``trained_range`` are shaded as in :func:`plot_fit`. Returns the figure."""
     ax = _axes(ax)
     t, z_true, z_pred = _numpy(t), _numpy(z_true), _numpy(z_pred)
-    if trained_range is not None:
-        ax.axvspan(*trained_range, color="0.92", zorder=0)
+    shade_untrained(ax, float(t[0]), float(t[-1]), trained_range, label=None)
     ax.axhline(0.0, color="0.5", lw=1)
     ax.plot(t, z_pred - z_true, color="C3", lw=1.5, label="Residual")
     ax.set(xlabel="t", ylabel="predicted - original", title=title)

@@ -1,4 +1,4 @@
-r"""Problems with known answers: the seed's toy ODE and linear systems."""
+r"""Problems with known answers: the toy ODE of the series and linear systems."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import torch
 
 
 def toy_solution(t, c=0.0):
-    r"""The seed's target curve :math:`z(t) = e^{1 - \cos t} + c`.
+    r"""The target curve of the toy problem, :math:`z(t) = e^{1 - \cos t} + c`.
 
-    It solves :math:`\dot z = \sin t \,(z - c)` (equivalently
-    :math:`\dot z = \sin t\, e^{1 - \cos t}`), *not* :math:`\dot z = z e^{-\cos t}` as the
-    seed's text says. ``t`` and ``c`` broadcast; returns a tensor.
+    It solves :math:`\frac{dz}{dt} = \sin t \,(z - c)` (equivalently
+    :math:`\frac{dz}{dt} = \sin t\, e^{1 - \cos t}`, which does not depend on z or c) from
+    :math:`z(0) = 1 + c`. ``t`` and ``c`` broadcast; returns a tensor.
     """
     t = torch.as_tensor(t)
     if not t.is_floating_point():

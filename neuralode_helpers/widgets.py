@@ -17,7 +17,14 @@ from IPython import get_ipython
 from IPython.display import clear_output, display
 
 from .errors import SolverError
-from .plotting import TRAINED_T_RANGE, find_line, new_figure, plot_fit, plot_residual
+from .plotting import (
+    TRAINED_T_RANGE,
+    find_line,
+    new_figure,
+    plot_fit,
+    plot_residual,
+    shade_untrained,
+)
 from .problems import toy_solution
 from .training import fit_curves
 
@@ -111,6 +118,10 @@ class FitExplorer:
         self.lines["Predicted"].set_data(t, z_pred)
         self.lines["Residual"].set_data(t, z_pred - z_true)
         self.ax_fit.set_xlim(*t_range)
+        shade_untrained(self.ax_fit, t_range[0], t_range[1], self.trained_t_range)
+        shade_untrained(self.ax_residual, t_range[0], t_range[1], self.trained_t_range,
+                        label=None)
+        self.ax_fit.legend(loc="upper left")
         self._rescale_y(z_true, z_pred)
         mse = float(np.mean((z_pred - z_true) ** 2))
         lo, hi = self.trained_c_range
@@ -121,7 +132,7 @@ class FitExplorer:
         self.ax_fit.set_title(
             f"c = {c:+.1f}: {where} the trained c range [{lo:g}, {hi:g}]\n"
             f"t in [{t_range[0]:g}, {t_range[1]:g}]: {t_where} the trained t range "
-            f"[{t_lo:g}, {t_hi:g}] (shaded);  MSE = {mse:.3g}")
+            f"[{t_lo:g}, {t_hi:g}] (outside it: shaded);  MSE = {mse:.3g}")
         self.fig.canvas.draw_idle()
         self.n_draws += 1
         self._show()

@@ -104,3 +104,37 @@ def test_find_line_names_the_missing_label():
     ax = nh.plot_nfe([1, 2]).axes[0]
     with pytest.raises(KeyError, match="backward"):
         find_line(ax, "backward (adjoint)")
+
+
+def _untrained_spans(ax):
+    return [p for p in ax.patches if p.get_gid() == "untrained"]
+
+
+def test_fit_inside_the_trained_range_has_no_shading_and_no_legend_entry():
+    t, z_true, z_pred = curves()  # t in [0, 10]
+    ax = nh.plot_fit(t, z_true, z_pred, trained_range=(-1.0, 11.0)).axes[0]
+    assert not _untrained_spans(ax)
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels == ["Original", "Predicted"]
+
+
+def test_fit_shades_only_the_parts_outside_the_trained_range():
+    t = torch.linspace(-5, 20, 60, dtype=torch.float64)
+    z_true = nh.toy_solution(t, 0.0)
+    ax = nh.plot_fit(t, z_true, z_true, trained_range=(-1.0, 11.0)).axes[0]
+    spans = _untrained_spans(ax)
+    assert len(spans) == 2
+    extents = sorted((s.get_x(), s.get_x() + s.get_width()) for s in spans)
+    np.testing.assert_allclose(extents, [(-5.0, -1.0), (11.0, 20.0)])
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels.count(nh.plotting.UNTRAINED_LABEL) == 1
+
+
+def test_shade_untrained_replaces_its_earlier_shading():
+    fig, ax = plt.subplots()
+    nh.plotting.shade_untrained(ax, -5.0, 20.0, (-1.0, 10.0))
+    nh.plotting.shade_untrained(ax, 0.0, 12.0, (-1.0, 10.0))
+    (span,) = _untrained_spans(ax)
+    assert (span.get_x(), span.get_x() + span.get_width()) == (10.0, 12.0)
+    assert nh.plotting.shade_untrained(ax, 0.0, 5.0, (-1.0, 10.0)) == []
+    assert not _untrained_spans(ax)

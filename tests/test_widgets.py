@@ -109,3 +109,17 @@ def test_widget_holds_the_sliders_and_the_output(explorer):
     assert explorer.t_slider in box.children[0].children
     assert explorer.c_slider.min <= -3 and explorer.c_slider.max >= 3
     assert explorer.t_slider.min <= -5 and explorer.t_slider.max >= 20
+
+
+def test_shading_follows_the_window_outside_the_trained_range(explorer):
+    def spans(ax):
+        return sorted((p.get_x(), p.get_x() + p.get_width()) for p in ax.patches
+                      if p.get_gid() == "untrained")
+
+    assert spans(explorer.ax_fit) == [] and spans(explorer.ax_residual) == []  # [0, 10] inside
+    explorer.update(t_range=(-5.0, 15.0))
+    lo, hi = explorer.trained_t_range
+    assert spans(explorer.ax_fit) == [(-5.0, lo), (hi, 15.0)]
+    assert spans(explorer.ax_residual) == [(-5.0, lo), (hi, 15.0)]
+    explorer.update(t_range=(0.0, 5.0))
+    assert spans(explorer.ax_fit) == [] and spans(explorer.ax_residual) == []

@@ -1,4 +1,4 @@
-# Exercise 00 ★: a field without z whose solutions are the seed's curves e^(1 - cos t) + C.
+# Exercise 00 ★: a field without z whose solutions are the toy curves e^(1 - cos t) + C.
 import torch
 
 from neuralode_helpers.exercises import check_same_family_field

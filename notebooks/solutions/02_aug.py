@@ -6,8 +6,8 @@ from neuralode_helpers.exercises import check_aug
 
 def aug(func, t, z, a):
     params = list(func.parameters())
-    # The seed called backward() on a scalar f and multiplied by a afterwards; that needs one
-    # backward() per output entry and accumulates into .grad. One autograd.grad with
+    # The naive loop called backward() on a scalar f and multiplied by a afterwards; that
+    # needs one backward() per output entry and accumulates into .grad. One autograd.grad with
     # grad_outputs=-a computes -a^T df/dz and -a^T df/dtheta directly, for any state shape,
     # summed over the batch for the parameters, and leaves .grad alone.
     with torch.enable_grad():

@@ -21,4 +21,4 @@ class SinCosField(nn.Module):
 
 check_sincos_field(SinCosField)
 
-# To train it: neuralode_helpers.train(SinCosField(), steps=300, c_range=(-1, 1), ...).
+# To train it with the recipe of notebook 03: train(SinCosField(), **RECIPE).
