@@ -14,10 +14,10 @@ What it measures
    vector field, so both libraries are counted the same way), and the relative error of the
    parameter and z0 gradients against a float64 reference (backprop through our dopri5 at
    rtol=1e-10, atol=1e-12, cross-checked against torchdiffeq at the same tolerance).
-2. Training throughput on the seed's task (ODENet(), windows of length 1 at random t0 in
+2. Training throughput on the toy problem (ODENet(), windows of length 1 at random t0 in
    [-1, 9], 100 windows per step): steps/s of our batched ``train`` loop and of the same loop
-   through torchdiffeq, next to the seed's way (one window per optimiser step, scipy LSODA
-   forward and backward), timed on a few windows and scaled to the seed's epoch of 100.
+   through torchdiffeq, next to the naive loop (one window per optimiser step, scipy LSODA
+   forward and backward), timed on a few windows and scaled to an epoch of 100.
 
 The tables go to stdout and to ``benchmarks/latest.md`` (``--quick``: to
 ``benchmarks/results/quick.md``, which git ignores). All timings use one thread
@@ -69,7 +69,7 @@ B, D, WIDTH, T_OBS, T_END = 256, 2, 64, 10, 2.0
 WEIGHT_GAIN = 2.0  # default init makes a nearly linear, slow field; x2 gives |f| up to ~1.6
 RTOL, ATOL = 1e-5, 1e-6
 REF_RTOL, REF_ATOL = 1e-10, 1e-12
-SEED_EPOCH_SECONDS = 7.05  # the seed notebook: 100 windows (100 optimiser steps) in 7.05 s
+SEED_EPOCH_SECONDS = 7.05  # the original notebook: 100 windows (100 optimiser steps) in 7.05 s
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ def train_torchdiffeq(steps, rtol=1e-5, atol=1e-6):
 
 
 def seed_way(n_windows):
-    """The seed's algorithm, one window per optimiser step: scipy LSODA forward, then LSODA
+    """The naive algorithm, one window per optimiser step: scipy LSODA forward, then LSODA
     backwards on [z, a, dL/dtheta] (solve_ivp's default rtol=1e-3, atol=1e-6). Returns
     seconds per window."""
     from scipy.integrate import solve_ivp
@@ -262,7 +262,7 @@ def seed_way(n_windows):
 
 
 def ours_one_window_at_a_time(n_windows):
-    """Our code, used the seed's way: one window per step, scipy LSODA, seed tolerances."""
+    """Our code, used the naive way: one window per step, scipy LSODA, the same tolerances."""
     model = seed_model()
     opt = torch.optim.Adam(model.parameters())
     gen = torch.Generator().manual_seed(0)
@@ -279,10 +279,10 @@ def ours_one_window_at_a_time(n_windows):
 def bench_training(steps, n_seed):
     rows = []
     per_window = seed_way(n_seed)
-    rows.append(dict(name="seed's algorithm (re-implemented), 1 window/step, LSODA",
+    rows.append(dict(name="naive loop (re-implemented), 1 window/step, LSODA",
                      steps=1 / per_window, windows=1 / per_window, nfe=None))
     per_window = ours_one_window_at_a_time(n_seed)
-    rows.append(dict(name="ours, 1 window/step, scipy:LSODA adjoint (seed tolerances)",
+    rows.append(dict(name="ours, 1 window/step, scipy:LSODA adjoint (same tolerances)",
                      steps=1 / per_window, windows=1 / per_window, nfe=None))
     sps, nf, nb = train_ours(steps, adjoint=True)
     rows.append(dict(name="ours `train`, 100 windows/step, dopri5 adjoint", steps=sps,
@@ -388,13 +388,15 @@ def report(grad_rows, info, train_rows, repeats, steps, n_seed, quick):
                   f"({'met' if time_ok else 'NOT met'}), accuracy "
                   f"{'equal or better' if err_ok else 'WORSE'}."]
     lines += [
-        "", "## Training throughput on the seed's task", "",
+        "", "## Training throughput on the toy problem", "",
         "ODENet() (2-50-75-1 GELU, time-dependent), windows of length 1 starting at t0 ~ "
-        "U[-1, 9], loss = squared error at the window's end (the seed's loss). Batched rows: "
+        "U[-1, 9], loss = squared error at the window's end (notebook 03's loss with n_obs=2). "
+        "Batched rows: "
         f"100 windows per Adam step, dopri5 rtol=1e-5, atol=1e-6, {steps} steps timed "
         "(including the optimiser step). One-window rows: one window per Adam step, scipy "
-        f"LSODA at solve_ivp's defaults (rtol=1e-3, atol=1e-6) like the seed, {n_seed} "
-        "windows timed and scaled. The seed's own figure, on its author's machine: 100 "
+        f"LSODA at solve_ivp's defaults (rtol=1e-3, atol=1e-6) like the naive loop, {n_seed} "
+        "windows timed and scaled. The original notebook's own figure, on its author's machine: "
+        "100 "
         f"windows in {SEED_EPOCH_SECONDS} s ({100 / SEED_EPOCH_SECONDS:.1f} windows/s).", "",
         "| method | steps/s | windows/s | s per 100 windows | mean NFE fwd / bwd per step |",
         "|---|---:|---:|---:|---:|",

@@ -1,4 +1,4 @@
-r"""Training an :class:`ODENet` on the seed's toy problem, batched.
+r"""Training an :class:`ODENet` on the toy problem, batched.
 
 The seed solves one window :math:`[t_0, t_0 + \Delta]` at a time. Here every window of a step
 goes into one solve: with :math:`t = t_0 + s\Delta`, each window becomes the interval
@@ -75,7 +75,7 @@ def sample_windows(batch_size, generator, t0_range=(-1.0, 9.0), c_range=(0.0, 0.
 def window_loss(model, t0, c, *, window=1.0, n_obs=2, adjoint=True, method="dopri5",
                 rtol=1e-5, atol=1e-6, options=None, stats=None):
     """MSE between predicted and true z at ``n_obs`` evenly spaced points of each window
-    (the first point is the initial condition, so ``n_obs=2`` is the seed's loss)."""
+    (the first point is the initial condition, so ``n_obs=2`` compares the window's end only)."""
     s = torch.linspace(0, 1, n_obs, dtype=t0.dtype, device=t0.device)
     t_obs = t0[None, :] + window * s[:, None]  # (n_obs, B)
     z_true = toy_solution(t_obs, c[None, :]).unsqueeze(-1)  # (n_obs, B, 1)
@@ -255,7 +255,7 @@ def fit_curves(model, c=0.0, t_start=0.0, t_end=10.0, n=100):
 
 
 def fit_mse(model, c=0.0, t_start=0.0, t_end=10.0, n=100) -> float:
-    """Mean squared error of :func:`fit_curves` (the seed's figure: c=0, [0, 10], 100 points)."""
+    """Mean squared error of :func:`fit_curves` (default: c=0, [0, 10], 100 points)."""
     _, z_true, z_pred = fit_curves(model, c, t_start, t_end, n)
     return float(((z_pred - z_true) ** 2).mean())
 
