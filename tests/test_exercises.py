@@ -22,7 +22,11 @@ from neuralode_helpers import toy_solution
 SOLUTIONS_DIR = Path(__file__).resolve().parents[1] / "notebooks" / "solutions"
 SOLUTIONS = sorted(p for p in SOLUTIONS_DIR.glob("*.py") if "check_" in p.read_text())
 # Worked answers to the open-ended ★★★ questions: a write-up, with code where it helps.
-ANSWERS = sorted(p for p in SOLUTIONS_DIR.glob("*.py") if "check_" not in p.read_text())
+ANSWERS = sorted(p for p in SOLUTIONS_DIR.glob("*.py")
+                 if "★★★ (worked answer)" in p.read_text().split("\n", 1)[0])
+# Solutions that check themselves with their own asserts (no check_ function in exercises).
+SELF_CHECKED = sorted(p for p in SOLUTIONS_DIR.glob("*.py")
+                      if p not in SOLUTIONS and p not in ANSWERS)
 NOTEBOOKS = sorted(SOLUTIONS_DIR.parent.glob("[0-9][0-9]-*.ipynb"))
 CHECKS = sorted(name for name in dir(ex) if name.startswith("check_"))
 
@@ -297,15 +301,20 @@ def test_solution_passes_its_check(path, capsys):
     assert "Well done" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("path", SELF_CHECKED, ids=lambda p: p.name)
+def test_self_checked_solution_passes_and_is_loaded_by_its_notebook(path, capsys):
+    runpy.run_path(str(path), run_name="__main__")
+    assert "Well done" in capsys.readouterr().out
+    notebook = next(nb for nb in NOTEBOOKS if nb.name.startswith(path.name[:2]))
+    assert f"solutions/{path.name}" in notebook.read_text()
+
+
 @pytest.mark.parametrize("path", ANSWERS, ids=lambda p: p.name)
 def test_star3_answer_runs_and_is_loaded_by_its_notebook(path):
     assert path.read_text().startswith(f"# Exercise {path.name[:2]} ★★★ (worked answer)")
     runpy.run_path(str(path), run_name="__main__")  # runs without the notebook's variables
     notebook = next(nb for nb in NOTEBOOKS if nb.name.startswith(path.name[:2]))
-    if f"%load solutions/{path.name}" not in notebook.read_text():
-        # Notebooks 00-04 are edited elsewhere; their ★★★ cells gain the line later.
-        pytest.xfail(f"{notebook.name} does not point to it yet "
-                     f"(add: Worked answer: `%load solutions/{path.name}`)")
+    assert f"%load solutions/{path.name}" in notebook.read_text()
 
 
 @pytest.mark.parametrize("name", CHECKS)
