@@ -165,7 +165,9 @@ def _refuse_black_box_gradients(call, z0, t):
         raise ValueError(f"method {call.method!r} is a black box that backprop cannot see "
                          f"into, and z0 or t requires grad: {advice}")
     t0, y0 = call.t[0].detach(), call.y0.detach()
-    with torch.enable_grad():
+    # Built only to be inspected: bypass the caller's saved-tensor hooks (see adjoint.py).
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(lambda x: x.detach(),
+                                                                       lambda x: x):
         out = call.func(t0, y0)
     if untracked_leaves(out, (), inputs=(t0, y0)):
         raise ValueError(f"method {call.method!r} is a black box that backprop cannot see "
