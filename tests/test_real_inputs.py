@@ -205,9 +205,9 @@ def test_train_checks_the_loss_before_the_optimizer_step(monkeypatch):
     before = [p.detach().clone() for p in model.parameters()]
 
     def nan_loss(model, *args, **kwargs):
-        return sum(p.sum() for p in model.parameters()) * float("nan")
+        return sum(p.sum() for p in model.parameters()) * float("nan"), None, None
 
-    monkeypatch.setattr(training, "window_loss", nan_loss)
+    monkeypatch.setattr(training, "regularised_window_loss", nan_loss)
     with pytest.raises(FloatingPointError, match="loss became nan at step 0"):
         nh.train(model, steps=3, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
