@@ -210,3 +210,22 @@ def test_bad_checkpoint_choices_are_clear_errors(linear_problem):
         nh.odeint(nh.LinearODE(A), z0, t, checkpoint=True)
     with torch.no_grad(), pytest.raises(ValueError, match="black box"):
         nh.odeint(nh.LinearODE(A), z0, t, method="scipy:LSODA", checkpoint="steps")
+
+
+@pytest.mark.parametrize("checkpoint", ["steps", "observations"])
+def test_recomputation_is_counted(checkpoint):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+    calls = [0]
+
+    def f(t, z):
+        calls[0] += 1
+        return net(z)
+
+    stats = nh.Stats()
+    ys = nh.odeint(f, torch.randn(4, 2, dtype=F64), torch.linspace(0, 1, 4, dtype=F64),
+                   checkpoint=checkpoint, stats=stats)
+    before = stats.forward.nfe
+    assert calls[0] == before
+    ys.sum().backward()
+    assert calls[0] > before and stats.forward.nfe == calls[0]
