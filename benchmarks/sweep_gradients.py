@@ -253,6 +253,7 @@ def report(rows, base, repeats, seconds, quick):
 
 def figure(rows, factors, path):
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -275,6 +276,8 @@ def figure(rows, factors, path):
         for i in range(2):
             axes[i, j].set_xscale("log")
             axes[i, j].set_yscale("log")
+            axes[i, j].set_xticks(xs, [f"{v:g}" for v in xs])
+            axes[i, j].xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             axes[i, j].set_xlabel(factor)
         if factor == "rtol":
             for i in range(2):
