@@ -163,9 +163,16 @@ def bench_gradient(repeats):
         check = (relative_error(g2, ref_g), relative_error(gz2, ref_z))
 
     rows = []
-    for name, (lib, solve) in solvers(RTOL, ATOL).items():
+    methods = solvers(RTOL, ATOL)
+    for _, solve in methods.values():
         gradient(field, z0, t, target, solve)  # warm-up
-        runs = [gradient(field, z0, t, target, solve) for _ in range(repeats)]
+    # The methods take turns, so that a busy moment of the machine (or the order) favours none.
+    runs_of = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, (_, solve) in methods.items():
+            runs_of[name].append(gradient(field, z0, t, target, solve))
+    for name, (lib, solve) in methods.items():
+        runs = runs_of[name]
         g, gz, nf, nb, _ = runs[-1]
         backprop = "backprop" in name
         # memory the graph keeps between forward and backward (parameters not counted)
