@@ -49,16 +49,26 @@ class RecognitionGRU(nn.Module):
     ``forward(x_obs, t_obs)`` with ``x_obs`` ``(B, N, D)`` and ``t_obs`` ``(B, N)`` returns
     ``(mu, logvar)``, each ``(B, latent_dim)``. Running backwards means the last state the
     GRU sees is the first observation, the one that z_0 must explain most directly.
+
+    The gap read with :math:`x_i` is the time back to the previous observation,
+    :math:`t_i - t_{i-1}`, and for the first one :math:`t_1 - 0`: the GRU knows how far
+    before :math:`x_1` the initial state z_0 (at t = 0) lies. ``origin_gap=False`` gives the
+    older encoder, which reads :math:`t_{i+1} - t_i` (0 for the last observation) and never
+    sees :math:`t_1`, so z_0 is underdetermined whenever the first observation is late.
     """
 
-    def __init__(self, obs_dim: int = 2, hidden: int = 25, latent_dim: int = 4):
+    def __init__(self, obs_dim: int = 2, hidden: int = 25, latent_dim: int = 4,
+                 origin_gap: bool = True):
         super().__init__()
+        self.origin_gap = origin_gap
         self.gru = nn.GRU(obs_dim + 1, hidden, batch_first=True)
         self.out = nn.Linear(hidden, 2 * latent_dim)
 
     def forward(self, x_obs, t_obs):
-        # backwards: the gap fed with x_i is the time to the *next* observation
-        gaps = torch.cat([t_obs.diff(dim=1), torch.zeros_like(t_obs[:, :1])], dim=1)
+        if self.origin_gap:   # time back to the previous observation, t_0 = 0
+            gaps = torch.cat([t_obs[:, :1], t_obs.diff(dim=1)], dim=1)
+        else:                 # older encoder: time to the next observation, t_1 never seen
+            gaps = torch.cat([t_obs.diff(dim=1), torch.zeros_like(t_obs[:, :1])], dim=1)
         inp = torch.cat([x_obs, gaps.unsqueeze(-1)], dim=-1).flip(1)
         _, h = self.gru(inp)
         mu, logvar = self.out(h[-1]).chunk(2, dim=-1)
@@ -75,12 +85,13 @@ class LatentODE(nn.Module):
     """
 
     def __init__(self, obs_dim: int = 2, latent_dim: int = 4, hidden: int = 20,
-                 rnn_hidden: int = 25, step_size: float = 0.2, adjoint: bool = True):
+                 rnn_hidden: int = 25, step_size: float = 0.2, adjoint: bool = True,
+                 origin_gap: bool = True):
         super().__init__()
         self.latent_dim = latent_dim
         self.step_size = step_size
         self.adjoint = adjoint
-        self.encoder = RecognitionGRU(obs_dim, rnn_hidden, latent_dim)
+        self.encoder = RecognitionGRU(obs_dim, rnn_hidden, latent_dim, origin_gap)
         self.field = ODENet(latent_dim, hidden=(hidden, hidden), activation=nn.ELU,
                             time_dependent=False)
         self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(),

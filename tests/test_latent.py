@@ -71,3 +71,15 @@ def test_elbo_increases_on_a_tiny_fixed_batch():
     assert math.isfinite(before) and after > before + 0.2 * abs(before)
     for p in model.parameters():  # the adjoint reached every network
         assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_encoder_sees_the_time_of_the_first_observation():
+    # shifting every observation time by the same amount keeps all gaps between observations;
+    # only the gap from t = 0 to the first one changes, and the encoder must notice it
+    torch.manual_seed(0)
+    t, x, x_obs, idx = _batch()
+    for origin_gap, changes in ((True, True), (False, False)):
+        model = LatentODE(latent_dim=3, hidden=8, rnn_hidden=8, origin_gap=origin_gap)
+        mu, _ = model.encoder(x_obs, t[idx])
+        mu_late, _ = model.encoder(x_obs, t[idx] + 0.5)
+        assert (not torch.allclose(mu, mu_late)) == changes
