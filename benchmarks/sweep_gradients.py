@@ -44,6 +44,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _machine import cpu_name  # noqa: E402
 
 from neuralode_helpers import (  # noqa: E402
     Stats,
@@ -188,14 +191,7 @@ def n_params(case: Case):
 
 
 def machine():
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return (f"{cpu}, {os.cpu_count()} logical cores; torch {torch.__version__}, Python "
             f"{platform.python_version()}; torch.set_num_threads({torch.get_num_threads()})")
 
