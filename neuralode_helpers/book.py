@@ -35,7 +35,7 @@ __all__ = ["build_book"]
 
 NOTEBOOK_GLOB = "[0-9][0-9]-*.ipynb"
 DOWNLOAD_DIR = "download"
-SOLUTION_LOAD = re.compile(r"%load\s+(solutions/[\w.-]+\.py)")
+SOLUTION_LOAD = re.compile(r"%load\s+(solutions/[\w.-]+\.i?py)")
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 MATHJAX_DIR = "_static/mathjax"
 
@@ -230,7 +230,8 @@ def _with_nav(body, nav, top=""):
 
 
 def solution_files(nb):
-    """The solution files a notebook loads with ``%load solutions/<file>.py``, in order."""
+    """The solution files a notebook loads with ``%load solutions/<file>.py`` (or ``.ipy``),
+    in order."""
     found = []
     for cell in nb["cells"]:
         for path in SOLUTION_LOAD.findall(_markdown(cell)):
@@ -262,7 +263,7 @@ def _link_solutions(body, available):
         return (f'<a href="{_solution_page(path)}">{m.group(0)}</a>' if path in available
                 else m.group(0))
 
-    return re.sub(r"<code>%load solutions/([\w.-]+\.py)</code>", repl, body)
+    return re.sub(r"<code>%load solutions/([\w.-]+\.i?py)</code>", repl, body)
 
 
 def _index_notebook(pages, book_title, intro, notes):
