@@ -43,7 +43,13 @@ import torch
 from torch import nn
 
 from .solvers import TABLEAUS, Stats, solve
-from .solvers.checks import SCIPY_METHODS, check_call, check_method, untracked_leaves
+from .solvers.checks import (
+    SCIPY_METHODS,
+    check_call,
+    check_method,
+    private_graph,
+    untracked_leaves,
+)
 from .solvers.trajectory import Trajectory
 
 
@@ -228,13 +234,6 @@ class _AdjointFn(torch.autograd.Function):
         return (grad_y0, grad_t, None, *grads_params)
 
 
-def _private_graph():
-    """For a graph that is built only to be inspected and then dropped: its saved tensors
-    bypass any saved-tensor hooks of the caller (memory accounting, offloading), and are held
-    detached, so that a saved output cannot keep its own graph alive."""
-    return torch.autograd.graph.saved_tensors_hooks(lambda x: x.detach(), lambda x: x)
-
-
 def _trainable(func, params, adjoint_params):
     """The tensors that get gradients: ``params`` (or torchdiffeq's ``adjoint_params``), by
     default the module's parameters; only those that require grad, each once."""
@@ -384,7 +383,7 @@ def odeint_adjoint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", option
         # One evaluation with a graph: does func depend on a tensor we would not
         # differentiate? (It also serves as the forward solve's first evaluation.)
         t0, y0 = call.t[0].detach(), call.y0.detach()
-        with torch.enable_grad(), _private_graph():
+        with torch.enable_grad(), private_graph():
             f0 = call.func(t0, y0)
         lost = untracked_leaves(f0, params, inputs=(t0, y0))
         if lost:

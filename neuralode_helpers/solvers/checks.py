@@ -226,6 +226,14 @@ def check_call(func, z0, t, method, rtol, atol, options) -> Call:
                 options=options, func=state.checked_func(func))
 
 
+def private_graph():
+    """For a graph built only to be inspected by :func:`untracked_leaves`, then dropped: its
+    saved tensors bypass any saved-tensor hooks of the caller (memory accounting,
+    offloading), and are held detached, so that a saved output cannot keep its own graph
+    alive."""
+    return torch.autograd.graph.saved_tensors_hooks(lambda x: x.detach(), lambda x: x)
+
+
 def untracked_leaves(out: torch.Tensor, allowed, inputs=()) -> list:
     """Tensors that require grad and that ``out`` depends on, other than those in
     ``allowed``: their gradient would be lost by a solver that differentiates only with

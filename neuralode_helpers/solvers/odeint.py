@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .adaptive import integrate_adaptive
-from .checks import SCIPY_METHODS, check_call, method_family, untracked_leaves
+from .checks import SCIPY_METHODS, check_call, method_family, private_graph, untracked_leaves
 from .controller import ErrorNorm, StepController
 from .fixed import integrate_fixed
 from .rk import checkpointed_rk_step, rk_step
@@ -170,9 +170,7 @@ def _refuse_black_box_gradients(call, z0, t):
         raise ValueError(f"method {call.method!r} is a black box that backprop cannot see "
                          f"into, and z0 or t requires grad: {advice}")
     t0, y0 = call.t[0].detach(), call.y0.detach()
-    # Built only to be inspected: bypass the caller's saved-tensor hooks (see adjoint.py).
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(lambda x: x.detach(),
-                                                                       lambda x: x):
+    with torch.enable_grad(), private_graph():
         out = call.func(t0, y0)
     if untracked_leaves(out, (), inputs=(t0, y0)):
         raise ValueError(f"method {call.method!r} is a black box that backprop cannot see "
