@@ -76,7 +76,7 @@ def _adjoint_solve(cfg, f, y_end, t, jump, segments, on_step=None):
     return solve(f, y_end, t.flip(0), method=cfg["adjoint_method"], rtol=cfg["adjoint_rtol"],
                  atol=cfg["adjoint_atol"], options=cfg["adjoint_options"],
                  stats=cfg["stats"].backward, callback=jump, segments=segments,
-                 n_counted=1 if cfg["seminorm"] else len(segments), seminorm=cfg["seminorm"],
+                 n_counted=1 if cfg["seminorm"] else len(segments),
                  on_step=on_step)
 
 

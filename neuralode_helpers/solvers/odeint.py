@@ -15,12 +15,12 @@ from .tableaus import TABLEAUS
 
 
 def solve(f, y0, t, *, method, rtol, atol, options, stats, callback=None, segments=None,
-          n_counted=None, seminorm=False, f0=None, on_step=None, step=rk_step):
+          n_counted=None, f0=None, on_step=None, step=rk_step):
     """Unchecked core used by :func:`odeint` and the adjoint.
 
     ``segments``: sizes of consecutive parts of the flattened state for the adaptive error
-    norm (the largest RMS over the first ``n_counted`` parts). With ``seminorm``, the parts
-    after ``n_counted`` are pure quadratures (the adjoint's parameter channels): they are
+    norm (the largest RMS over the first ``n_counted`` parts). Parts after ``n_counted`` (the
+    seminorm) are pure quadratures (the adjoint's parameter channels): they are
     left out of the norm (and scipy's implicit methods skip their Jacobian columns).
     ``f0``: f(t[0], y0) if already known (saves an evaluation). ``on_step``: told every
     accepted step (torch methods only), to record a :class:`~.trajectory.Trajectory`.
@@ -53,8 +53,8 @@ def solve(f, y0, t, *, method, rtol, atol, options, stats, callback=None, segmen
     head = None
     if segments is not None and n_counted is not None and n_counted < len(segments):
         head = sum(segments[:n_counted])
-    return ScipySolver(method, counted, rtol, atol, options, stats, head=head,
-                       seminorm=seminorm).integrate(y0, t, callback)
+    return ScipySolver(method, counted, rtol, atol, options, stats, head=head).integrate(
+        y0, t, callback)
 
 
 def odeint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", options=None, stats=None,

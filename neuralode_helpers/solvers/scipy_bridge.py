@@ -23,12 +23,12 @@ def _solver_class(name):
 class ScipySolver:
     """``integrate(y0, t, callback)`` like the torch solvers.
 
-    ``head``: with ``seminorm``, only the first ``head`` entries of the flattened state enter
+    ``head``: for the seminorm, only the first ``head`` entries of the flattened state enter
     scipy's error norm; the rest are pure quadratures (the adjoint's parameter channels):
     they never feed back into the dynamics, so their Jacobian columns are zero too.
     """
 
-    def __init__(self, method, f, rtol, atol, options, stats, head=None, seminorm=False):
+    def __init__(self, method, f, rtol, atol, options, stats, head=None):
         self.method = method
         self.cls = _solver_class(method.split(":", 1)[1])
         self.options = dict(options)
@@ -36,11 +36,11 @@ class ScipySolver:
         self.max_nfe = int(self.options.pop("max_nfe", 200_000))
         self.f, self.rtol, self.atol = f, rtol, atol
         self.stats = stats
-        self.head, self.seminorm = head, seminorm
+        self.head = head
         self.t_accepted = None
 
     def _tolerances(self, numel):
-        if self.head is None or not self.seminorm or self.head >= numel:
+        if self.head is None or self.head >= numel:
             return self.rtol, self.atol
         # scipy's norm is an RMS over all N entries. Entries outside the seminorm get an
         # absolute tolerance so large that their error is ~0; to keep the RMS over the
