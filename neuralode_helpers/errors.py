@@ -15,9 +15,12 @@ class SolverError(RuntimeError):
     def __init__(self, reason: str, *, t_reached: float, method: str):
         self.t_reached = float(t_reached)
         self.method = method
+        # Imported here, not at the top: the solvers import this module.
+        from .solvers.checks import FIXED_STEP_METHODS
+
         if method.startswith("scipy:"):
             limit = "a larger options['max_nfe']"
-        elif method in ("euler", "midpoint", "rk4"):
+        elif method in FIXED_STEP_METHODS:
             limit = "a smaller options['step_size']"
         else:
             limit = "a larger options['max_num_steps']"
