@@ -97,7 +97,10 @@ run: install
 		echo "$$nb: $$(( $$(date +%s) - start )) s"; \
 	done
 
+# The peers (torchode, jax, diffrax) come from the optional `bench` extra, installed here
+# only: the package and `make test` never need them.
 bench: install
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/bench_adjoint.py
 
 # The executed series as static HTML pages in _build/book/ (open _build/book/index.html).
