@@ -21,6 +21,9 @@ needs one (:func:`hutchinson_divergence`).
 :class:`PlanarFlow` (Rezende & Mohamed 2015) is the discrete baseline:
 :math:`x \mapsto x + \hat u\,\tanh(w^\top x + b)` layer after layer, with
 :math:`\log|\det J| = \log|1 + \hat u^\top w\,\tanh'(w^\top x + b)|`.
+
+:func:`fit_flow` trains either one by maximum likelihood with the same loop (seeded batches,
+Adam, cosine learning rate), so that two flows can be compared at the same budget.
 """
 
 from __future__ import annotations
