@@ -290,8 +290,8 @@ class RegularisedCNFField(nn.Module):
     exactly (:math:`\sum_i J_{ii}` and :math:`\sum_i\|e_i^\top J\|^2`); with probes ``eps``
     ``(B, D)`` (:math:`\mathbb E[\varepsilon\varepsilon^\top] = I`, fixed for the solve) one
     product :math:`\varepsilon^\top J` gives Hutchinson's estimates of both,
-    :math:`\varepsilon^\top J\varepsilon` and :math:`\|\varepsilon^\top J\|^2` (FFJORD-RNODE's
-    choice). So the regularisers cost no extra products on top of the CNF's own trace.
+    :math:`\varepsilon^\top J\varepsilon` and :math:`\|\varepsilon^\top J\|^2`. So
+    the regularisers cost no extra products on top of the CNF's own trace.
     Start from :func:`cnf_initial_state`.
     """
 
@@ -358,10 +358,14 @@ def cnf_nll(field, x, *, regulariser=None, eps=None, end: float = 1.0, adjoint: 
     gives :math:`-\log p(x) = -\log\mathcal N(z(0)) + \ell(0)`; with an
     :class:`RNODE`, the same solve carries :math:`\int_0^{t_1}\|f\|^2dt` and
     :math:`\int_0^{t_1}\|J\|_F^2dt` (:class:`RegularisedCNFField`, exact with ``eps=None``,
-    else Hutchinson with probes ``eps``) and leaves them out of the error norm unless
-    ``regulariser.in_norm``. Any ``method`` of :func:`~neuralode_helpers.odeint`; gradients
-    by the adjoint (``adjoint=True``) or by backprop through the solver.
+    else Hutchinson with probes ``eps``, which then estimate the trace, hence the NLL, too)
+    and leaves them out of the error norm unless ``regulariser.in_norm``. Any ``method`` of
+    :func:`~neuralode_helpers.odeint`; gradients by the adjoint (``adjoint=True``) or by
+    backprop through the solver.
     """
+    if not isinstance(field, nn.Module) or not hasattr(field, "net") or not hasattr(field,
+                                                                                    "dim"):
+        raise TypeError(f"field must be a CNFField, got {type(field).__name__}")
     if regulariser is not None and not isinstance(regulariser, RNODE):
         raise TypeError(f"regulariser must be an RNODE or None, got "
                         f"{type(regulariser).__name__}")

@@ -383,6 +383,10 @@ def test_cnf_helpers_reject_bad_inputs():
         train_cnf(field, data, steps=1, steer=1.0, progress=False)
     with pytest.raises(TypeError, match="steps must be an int"):
         train_cnf(field, data, steps=2.0, progress=False)
+    with pytest.raises(TypeError, match="CNFField"):
+        cnf_nll(nh.ODENet(2), data)
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 2\)"):
+        cnf_nll(field, data[:, :1])
     with pytest.raises(ValueError, match="end must be"):
         cnf_nll(field, data, end=0.0)
     with pytest.raises(ValueError, match="eps must have shape"):
