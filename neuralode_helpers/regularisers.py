@@ -21,6 +21,12 @@ Frobenius norm: :math:`\mathbb E_\varepsilon \|\varepsilon^\top J\|^2 =
 :math:`t_1' \sim \mathcal U[t_1 - b, t_1 + b]` (:func:`sample_end_time`), which keeps the
 solution well-behaved around :math:`t_1`, not only at it.
 
+For a continuous normalizing flow the trace that the log-density needs comes from the same
+vector-Jacobian products as the Frobenius norm: :class:`RegularisedCNFField` carries both
+terms along the CNF's solve, :func:`cnf_nll` is the loss and :func:`train_cnf` the training
+loop (any adaptive method, NFE recorded per step), the CNF's counterpart of
+:func:`~neuralode_helpers.train`.
+
 **Bounded fields** (:class:`BoundedField`): :math:`f = s\,\tanh(g(t, z)/s)` with a learnt
 scale :math:`s > 0`, so that :math:`\|f\|_\infty \le s` whatever the weights of g do.
 """
@@ -28,11 +34,17 @@ scale :math:`s > 0`, so that :math:`\|f\|_\infty \le s` whatever the weights of 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
+
+from .adjoint import odeint_adjoint
+from .cnf import standard_normal_logprob
+from .solvers import Stats, odeint
 
 
 def _check_tensor(name: str, x) -> torch.Tensor:
@@ -261,3 +273,206 @@ class BoundedField(nn.Module):
     def forward(self, t, z):
         scale = self.scale
         return scale * torch.tanh(self.net(t, z) / scale)
+
+
+class RegularisedCNFField(nn.Module):
+    r"""A CNF's field with RNODE's two channels: the tuple state ``(s, k, b)`` with
+    ``s = [z, ℓ]`` ``(B, D+1)`` (as for :class:`~neuralode_helpers.CNFField`) and ``k``,
+    ``b`` ``(B,)``; returns
+
+    .. math::
+        \big([f, -\operatorname{tr} J],\ \|f\|^2,\ \|J\|_F^2\big), \qquad
+        J = \frac{\partial f}{\partial z}.
+
+    ``field``: a :class:`~neuralode_helpers.CNFField` (its ``net`` and ``dim`` are used; the
+    parameters are its own). The trace and the Frobenius norm come from the same
+    vector-Jacobian products: with ``eps=None`` the D rows :math:`e_i^\top J` give both
+    exactly (:math:`\sum_i J_{ii}` and :math:`\sum_i\|e_i^\top J\|^2`); with probes ``eps``
+    ``(B, D)`` (:math:`\mathbb E[\varepsilon\varepsilon^\top] = I`, fixed for the solve) one
+    product :math:`\varepsilon^\top J` gives Hutchinson's estimates of both,
+    :math:`\varepsilon^\top J\varepsilon` and :math:`\|\varepsilon^\top J\|^2`. So
+    the regularisers cost no extra products on top of the CNF's own trace.
+    Start from :func:`cnf_initial_state`.
+    """
+
+    def __init__(self, field: nn.Module, eps: torch.Tensor | None = None):
+        super().__init__()
+        if not isinstance(field, nn.Module) or not hasattr(field, "net") \
+                or not hasattr(field, "dim"):
+            raise TypeError(f"field must be a CNFField (an nn.Module with .net and .dim), got "
+                            f"{type(field).__name__}")
+        if eps is not None:
+            _check_tensor("eps", eps)
+            if eps.shape[-1] != field.dim:
+                raise ValueError(f"eps must have shape (B, {field.dim}), got "
+                                 f"{tuple(eps.shape)}")
+        self.field = field
+        self.eps = eps
+
+    def forward(self, t, state):
+        if not isinstance(state, (tuple, list)) or len(state) != 3:
+            raise TypeError("state must be the tuple ([z, logp], kinetic, jacobian); build it "
+                            "with cnf_initial_state(x)")
+        s, dim = state[0], self.field.dim
+        outer_grad = torch.is_grad_enabled()
+        with torch.enable_grad():
+            z = s[..., :dim]
+            if not z.requires_grad:
+                z = z.detach().requires_grad_(True)
+            f = self.field.net(t, z)
+            if self.eps is None:
+                trace = torch.zeros(f.shape[:-1], dtype=f.dtype, device=f.device)
+                frob = torch.zeros_like(trace)
+                for i in range(dim):
+                    row = torch.autograd.grad(f[..., i].sum(), z, create_graph=outer_grad,
+                                              retain_graph=True)[0]
+                    trace = trace + row[..., i]
+                    frob = frob + row.square().sum(-1)
+            else:
+                row = torch.autograd.grad((f * self.eps).sum(), z, create_graph=outer_grad,
+                                          retain_graph=True)[0]
+                trace = (row * self.eps).sum(-1)
+                frob = row.square().sum(-1)
+        out = (torch.cat([f, -trace.unsqueeze(-1)], dim=-1), kinetic_energy(f), frob)
+        return out if outer_grad else tuple(x.detach() for x in out)
+
+
+def cnf_initial_state(x: torch.Tensor):
+    """The tuple ``([x, 0], zeros(B), zeros(B))`` that :class:`RegularisedCNFField`
+    integrates from the data time back to 0; ``x`` ``(B, D)``."""
+    _check_tensor("x", x)
+    s = torch.cat([x, x.new_zeros(*x.shape[:-1], 1)], dim=-1)
+    zeros = x.new_zeros(x.shape[:-1])
+    return s, zeros, zeros.clone()
+
+
+def cnf_nll(field, x, *, regulariser=None, eps=None, end: float = 1.0, adjoint: bool = True,
+            method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5, options=None,
+            stats=None):
+    r"""A CNF's negative log-likelihood, with RNODE's terms if asked; returns ``(nll,
+    kinetic, jacobian)``, 0-d tensors (batch means; the last two ``None`` without
+    ``regulariser``).
+
+    ``field``: a :class:`~neuralode_helpers.CNFField`; ``x`` ``(B, D)``: data at time ``end``
+    (STEER's :math:`t_1'`, 1 by default). One solve of :math:`[x, 0]` from ``end`` back to 0
+    gives :math:`-\log p(x) = -\log\mathcal N(z(0)) + \ell(0)`; with an
+    :class:`RNODE`, the same solve carries :math:`\int_0^{t_1}\|f\|^2dt` and
+    :math:`\int_0^{t_1}\|J\|_F^2dt` (:class:`RegularisedCNFField`, exact with ``eps=None``,
+    else Hutchinson with probes ``eps``, which then estimate the trace, hence the NLL, too)
+    and leaves them out of the error norm unless ``regulariser.in_norm``. Any ``method`` of
+    :func:`~neuralode_helpers.odeint`; gradients by the adjoint (``adjoint=True``) or by
+    backprop through the solver.
+    """
+    if not isinstance(field, nn.Module) or not hasattr(field, "net") or not hasattr(field,
+                                                                                    "dim"):
+        raise TypeError(f"field must be a CNFField, got {type(field).__name__}")
+    if regulariser is not None and not isinstance(regulariser, RNODE):
+        raise TypeError(f"regulariser must be an RNODE or None, got "
+                        f"{type(regulariser).__name__}")
+    _check_tensor("x", x)
+    if x.dim() != 2 or x.shape[-1] != field.dim:
+        raise ValueError(f"x must have shape (B, {field.dim}), got {tuple(x.shape)}")
+    if isinstance(end, bool) or not isinstance(end, (int, float)) or not end > 0:
+        raise ValueError(f"end must be a number > 0 (the data time), got {end!r}")
+    solve = odeint_adjoint if adjoint else odeint
+    t = torch.tensor([float(end), 0.0], dtype=x.dtype, device=x.device)
+    kw = dict(method=method, rtol=rtol, atol=atol, options=options, stats=stats)
+    dim = field.dim
+    if regulariser is None:
+        s0 = torch.cat([x, x.new_zeros(len(x), 1)], dim=-1)
+        s = solve(field, s0, t, **kw)[-1]
+        kinetic = jacobian = None
+    else:
+        state = cnf_initial_state(x)
+        kw["options"] = regulariser.solver_options(method, options, state[0].numel())
+        s, k, b = solve(RegularisedCNFField(field, eps), state, t, **kw)
+        # integrated from end to 0: the integrals from 0 to end are minus the final values
+        s, kinetic, jacobian = s[-1], -k[-1].mean(), -b[-1].mean()
+    nll = -(standard_normal_logprob(s[..., :dim]) - s[..., dim]).mean()
+    return nll, kinetic, jacobian
+
+
+def train_cnf(field, data, *, steps: int = 100, batch_size: int = 128, lr: float = 1e-2,
+              lr_final: float | None = 1e-3, schedule: str = "cosine", warmup: int = 0,
+              weight_decay: float = 0.0, method: str = "dopri5", rtol: float = 1e-5,
+              atol: float = 1e-5, options=None, adjoint: bool = True, regulariser=None,
+              steer=None, seed: int = 0, progress: bool = True, callback=None):
+    r"""Fit a CNF (a :class:`~neuralode_helpers.CNFField`) to ``data`` ``(N, D)`` by maximum
+    likelihood with Adam, as :func:`~neuralode_helpers.train` fits the toy problem: each
+    step draws ``batch_size`` points (with replacement, from a generator seeded by ``seed``)
+    and minimises :func:`cnf_nll`, plus :math:`\lambda_K\bar{\mathcal K} +
+    \lambda_J\bar{\mathcal B}` with an :class:`RNODE` ``regulariser``. ``steer``: STEER's
+    b, 0 <= b < 1: each step puts the data at a random time :math:`t_1' \sim \mathcal U[1-b,
+    1+b]` instead of 1. The learning rate follows :func:`~neuralode_helpers.training.lr_factor`
+    (``schedule``, ``lr_final``, ``warmup``).
+
+    Returns a :class:`~neuralode_helpers.TrainResult`: per step the NLL of the batch
+    (``losses``, at the training tolerance), the forward and backward NFE, RNODE's terms and
+    STEER's end times when used, and the wall time. Ctrl-C stops cleanly (``interrupted``).
+    """
+    from .training import TrainResult, lr_factor  # training imports this module
+
+    if not isinstance(field, nn.Module) or not hasattr(field, "net") or not hasattr(field,
+                                                                                    "dim"):
+        raise TypeError(f"field must be a CNFField, got {type(field).__name__}")
+    _check_tensor("data", data)
+    if data.dim() != 2 or data.shape[-1] != field.dim:
+        raise ValueError(f"data must have shape (N, {field.dim}), got {tuple(data.shape)}")
+    if regulariser is not None and not isinstance(regulariser, RNODE):
+        raise TypeError(f"regulariser must be an RNODE or None, got "
+                        f"{type(regulariser).__name__}")
+    if steer is not None:
+        steer = check_steer(steer, 1.0)
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("warmup", warmup)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if steps < 0 or batch_size < 1 or warmup < 0:
+        raise ValueError(f"need steps >= 0, batch_size >= 1 and warmup >= 0, got steps={steps}, "
+                         f"batch_size={batch_size}, warmup={warmup}")
+    lr_factor(0, steps, lr, lr_final, schedule, warmup)  # reject a bad schedule up front
+    generator = torch.Generator().manual_seed(seed)
+    # probes and end times: their own stream, so that the batches match a plain run's
+    extra = torch.Generator().manual_seed(seed + 7919)
+    opt = torch.optim.Adam(field.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: lr_factor(k, steps, lr, lr_final, schedule, warmup))
+    result, stats = TrainResult(), Stats()
+    bar = tqdm(range(steps), desc="training CNF", disable=not progress, leave=False)
+    start = time.perf_counter()
+    try:
+        for step in bar:
+            x = data[torch.randint(0, len(data), (batch_size,), generator=generator)]
+            end = 1.0 if steer is None else sample_end_time(0.0, 1.0, steer, extra)
+            eps = None
+            if regulariser is not None:
+                eps = regulariser.probes(x.shape, extra, x.dtype, x.device)
+            opt.zero_grad()
+            nll, kinetic, jacobian = cnf_nll(field, x, regulariser=regulariser, eps=eps, end=end,
+                                             adjoint=adjoint, method=method, rtol=rtol,
+                                             atol=atol, options=options, stats=stats)
+            value = nll.item()
+            # Checked before the step: a non-finite loss must not reach the weights.
+            if not math.isfinite(value):
+                raise FloatingPointError(f"NLL became {value} at step {step}: try a smaller lr")
+            loss = nll
+            if regulariser is not None:
+                result.kinetic.append(kinetic.item())
+                result.jacobian.append(jacobian.item())
+                loss = loss + regulariser.kinetic * kinetic + regulariser.jacobian * jacobian
+            if steer is not None:
+                result.end_times.append(end)
+            loss.backward()
+            opt.step()
+            sched.step()
+            result.losses.append(value)
+            result.nfe_forward.append(stats.forward.nfe)
+            result.nfe_backward.append(stats.backward.nfe)
+            bar.set_postfix(nll=f"{value:.3f}", refresh=False)
+            if callback is not None:
+                callback(step, value)
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        bar.close()
+        result.seconds += time.perf_counter() - start
+    return result

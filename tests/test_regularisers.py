@@ -243,3 +243,153 @@ def test_terms_left_out_of_the_norm_cost_no_extra_steps():
     assert counts["out"][0] == counts["plain"][0]
     assert counts["out"][1] == pytest.approx(counts["plain"][1], rel=1e-6)  # the same z path
     assert counts["in"][0] >= counts["plain"][0]
+
+
+# --- RNODE on a continuous normalizing flow ---------------------------------------------
+
+from neuralode_helpers.regularisers import (  # noqa: E402
+    RegularisedCNFField,
+    cnf_initial_state,
+    cnf_nll,
+    train_cnf,
+)
+
+
+class _LinearCNF(torch.nn.Module):
+    """A CNFField stand-in with the linear net f = A z: trace tr A, Frobenius ||A||_F^2."""
+
+    def __init__(self, A):
+        super().__init__()
+        self.dim = A.shape[0]
+        self.net = nh.LinearODE(A)
+
+    def forward(self, t, s):
+        return nh.CNFField.forward(self, t, s)
+
+
+def _cnf_case(dtype=F64, B=5):
+    g = torch.Generator().manual_seed(3)
+    A = nh.random_stable_matrix(2, g, dtype=dtype, max_real=-0.3)
+    x = torch.randn(B, 2, generator=g, dtype=dtype)
+    return A, x
+
+
+def test_cnf_channels_match_the_closed_forms_of_a_linear_field():
+    A, x = _cnf_case()
+    T = 1.3
+    field = _LinearCNF(A)
+    nll, kinetic, jacobian = cnf_nll(field, x, regulariser=nh.RNODE(1.0, 1.0, probe="exact"),
+                                     end=T, adjoint=False, rtol=1e-10, atol=1e-12)
+    # z(0) = e^{-AT} x and log p(x) = log N(z(0)) - T tr A
+    z0 = nh.linear_solution(A, x, torch.tensor([T, 0.0], dtype=F64))[-1]
+    exact_nll = -(nh.standard_normal_logprob(z0) - T * torch.trace(A)).mean()
+    assert torch.allclose(nll, exact_nll, rtol=1e-8)
+    # the backward path from x is the forward path from z(0): the kinetic integral is the same
+    assert torch.allclose(kinetic, _exact_kinetic(A, z0, T).mean(), rtol=1e-8)
+    assert torch.allclose(jacobian, T * A.square().sum(), rtol=1e-8)
+
+
+def test_cnf_nll_is_the_same_with_and_without_the_regulariser_channels():
+    torch.manual_seed(0)
+    field = nh.CNFField(2, hidden=16).double()
+    x = nh.two_moons(40, seed=2, dtype=F64)
+    plain, k0, b0 = cnf_nll(field, x, adjoint=False, rtol=1e-6, atol=1e-6)
+    stats_plain, stats_reg = nh.Stats(), nh.Stats()
+    with torch.no_grad():
+        cnf_nll(field, x, adjoint=False, rtol=1e-6, atol=1e-6, stats=stats_plain)
+        reg, k, b = cnf_nll(field, x, regulariser=nh.RNODE(1.0, 1.0, probe="exact"),
+                            adjoint=False, rtol=1e-6, atol=1e-6, stats=stats_reg)
+    assert k0 is None and b0 is None
+    assert torch.allclose(plain, reg, rtol=1e-12)
+    # left out of the norm, the two channels cost no extra steps
+    assert stats_reg.forward.nfe == stats_plain.forward.nfe
+    assert k > 0 and b > 0
+    # and the NLL is CNF.log_prob's, solved accurately
+    s = nh.odeint(field, torch.cat([x, x.new_zeros(40, 1)], 1),
+                  torch.tensor([1.0, 0.0], dtype=F64), rtol=1e-10, atol=1e-10)[-1]
+    assert torch.allclose(plain, -(nh.standard_normal_logprob(s[:, :2]) - s[:, 2]).mean(),
+                          rtol=1e-5)
+
+
+def test_cnf_field_with_probes_gives_hutchinson_estimates_of_both_terms():
+    A, x = _cnf_case()
+    eps = nh.rademacher(x.shape, torch.Generator().manual_seed(5), F64)
+    field = RegularisedCNFField(_LinearCNF(A), eps)
+    ds, k, b = field(torch.tensor(0.0, dtype=F64), cnf_initial_state(x))
+    row = eps @ A  # eps^T J per sample
+    assert torch.allclose(ds[:, :2], x @ A.T)
+    assert torch.allclose(-ds[:, 2], (row * eps).sum(-1))
+    assert torch.allclose(b, row.square().sum(-1))
+    assert torch.allclose(k, (x @ A.T).square().sum(-1))
+    exact = RegularisedCNFField(_LinearCNF(A))(torch.tensor(0.0, dtype=F64),
+                                               cnf_initial_state(x))
+    assert torch.allclose(-exact[0][:, 2], torch.trace(A).expand(5))
+    assert torch.allclose(exact[2], A.square().sum().expand(5))
+
+
+def test_cnf_gradients_through_the_adjoint_match_backprop():
+    torch.manual_seed(1)
+    field = nh.CNFField(2, hidden=8).double()
+    x = nh.two_moons(16, seed=3, dtype=F64)
+    reg = nh.RNODE(0.5, 0.5, probe="exact")
+    grads = []
+    for adjoint in (True, False):
+        field.zero_grad()
+        nll, k, b = cnf_nll(field, x, regulariser=reg, end=0.8, adjoint=adjoint, rtol=1e-9,
+                            atol=1e-9)
+        (nll + 0.5 * k + 0.5 * b).backward()
+        grads.append([p.grad.clone() for p in field.parameters()])
+    assert nh.relative_error(grads[0], grads[1]) < 1e-5
+
+
+def test_train_cnf_records_nfe_terms_and_end_times_and_learns():
+    data = nh.two_moons(500, seed=0)
+    common = dict(steps=12, batch_size=64, lr=3e-2, rtol=1e-3, atol=1e-3, progress=False,
+                  seed=1)
+    torch.manual_seed(0)
+    plain = train_cnf(nh.CNFField(2, hidden=16), data, **common)
+    assert len(plain.losses) == len(plain.nfe_forward) == len(plain.nfe_backward) == 12
+    assert min(plain.nfe_forward) > 0 and min(plain.nfe_backward) > 0
+    assert plain.kinetic == [] and plain.end_times == [] and plain.seconds > 0
+    assert np.mean(plain.losses[-4:]) < plain.losses[0] - 0.1
+    torch.manual_seed(0)
+    reg = train_cnf(nh.CNFField(2, hidden=16), data, regulariser=nh.RNODE(0.1, 0.1),
+                    steer=0.5, **common)
+    assert len(reg.kinetic) == len(reg.jacobian) == len(reg.end_times) == 12
+    assert min(reg.kinetic) > 0 and min(reg.jacobian) > 0
+    assert all(0.5 <= e <= 1.5 for e in reg.end_times)
+    # the probes have their own stream: the first batch is the plain run's, and so is its NLL
+    # with exact terms (probes would estimate the trace too); float64, so that round-off
+    # cannot flip a step-size decision between the two
+    one = {**common, "steps": 1}
+    firsts = []
+    for reg in (None, nh.RNODE(0.1, 0.1, probe="exact")):
+        torch.manual_seed(0)
+        firsts.append(train_cnf(nh.CNFField(2, hidden=16).double(), data.double(),
+                                regulariser=reg, **one).losses[0])
+    assert firsts[1] == pytest.approx(firsts[0], rel=1e-10)
+
+
+def test_cnf_helpers_reject_bad_inputs():
+    field = nh.CNFField(2, hidden=8)
+    data = nh.two_moons(20, seed=0)
+    with pytest.raises(TypeError, match="CNFField"):
+        train_cnf(nh.ODENet(2), data, steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"data must have shape \(N, 2\)"):
+        train_cnf(field, data[:, :1], steps=1, progress=False)
+    with pytest.raises(TypeError, match="RNODE"):
+        train_cnf(field, data, steps=1, regulariser={"kinetic": 1.0}, progress=False)
+    with pytest.raises(ValueError, match="steer"):
+        train_cnf(field, data, steps=1, steer=1.0, progress=False)
+    with pytest.raises(TypeError, match="steps must be an int"):
+        train_cnf(field, data, steps=2.0, progress=False)
+    with pytest.raises(TypeError, match="CNFField"):
+        cnf_nll(nh.ODENet(2), data)
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 2\)"):
+        cnf_nll(field, data[:, :1])
+    with pytest.raises(ValueError, match="end must be"):
+        cnf_nll(field, data, end=0.0)
+    with pytest.raises(ValueError, match="eps must have shape"):
+        RegularisedCNFField(field, torch.ones(3, 3))
+    with pytest.raises(TypeError, match="tuple"):
+        RegularisedCNFField(field)(torch.tensor(0.0), torch.zeros(3, 3))
