@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from IPython import get_ipython
 from IPython.display import Image, clear_output, display
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from PIL import Image as PILImage
 
 from .errors import SolverError
 from .explorers import (
@@ -31,6 +33,7 @@ from .explorers import (
     toy_steps,
 )
 from .plotting import (
+    ADJOINT_MOVING,
     TRAINED_T_RANGE,
     find_line,
     new_figure,
@@ -188,25 +191,49 @@ class _Explorer:
     numbers a student checks printed under it; computed results cached by setting."""
 
     dpi = 80
+    _background = None
 
-    def png(self):
-        """The figure as PNG bytes, rendered the quick way: fixed margins, no tight bounding
-        box (a second draw), light compression. What the Output widget shows."""
+    def _canvas(self, **margins):
+        # Fixed margins: constrained layout would cost as much as the drawing, every time. An
+        # Agg canvas of its own, so that a quick update can paint over a saved background.
+        self.fig.subplots_adjust(**margins)
+        self.fig.set_dpi(self.dpi)
+        FigureCanvasAgg(self.fig)
+
+    def _moving(self):
+        """The artists that a quick update redraws (none: every update draws everything)."""
+        return []
+
+    def png(self, quick=False):
+        """The figure as PNG bytes (what the Output widget shows), rendered the fast way: no
+        tight bounding box (a second draw), light compression. With ``quick``, only the
+        artists of ``_moving()`` are drawn, over the background saved by the last full
+        render (blitting): the same picture when nothing else has changed since."""
+        canvas = self.fig.canvas
+        moving = self._moving()
+        if quick and self._background is not None:
+            canvas.restore_region(self._background)
+        else:
+            for artist in moving:
+                artist.set_animated(True)  # left out of the full draw ...
+            canvas.draw()
+            self._background = canvas.copy_from_bbox(self.fig.bbox) if moving else None
+            for artist in moving:
+                artist.set_animated(False)
+        for artist in moving:
+            artist.axes.draw_artist(artist)  # ... and painted over it
         buf = io.BytesIO()
-        self.fig.savefig(buf, format="png", dpi=self.dpi, pil_kwargs={"compress_level": 1})
+        PILImage.fromarray(np.asarray(canvas.buffer_rgba())).save(buf, format="png",
+                                                                   compress_level=1)
         return buf.getvalue()
 
-    def _fixed_layout(self, **margins):
-        # Fixed margins: constrained layout would cost as much as the drawing, every time.
-        self.fig.subplots_adjust(**margins)
-
-    def _show(self, text=None):
+    def _show(self, text=None, quick=False):
         # Re-render the figure (and the numbers under it) inside the Output widget. Outside
         # IPython (tests, scripts) there is nothing to show it on.
         self.n_draws += 1
         if get_ipython() is None:
             return
-        image = Image(data=self.png(), format="png")
+        image = Image(data=self.png(quick=quick), format="png")
         with self.output:
             clear_output(wait=True)
             display(image)
@@ -241,7 +268,7 @@ class AdjointExplorer(_Explorer):
         self.cache = {}
         self.n_draws = 0
         self.fig, self.axes = new_figure(3, 1, figsize=figsize, sharex=True, layout=None)
-        self._fixed_layout(left=0.09, right=0.98, top=0.96, bottom=0.06, hspace=0.1)
+        self._canvas(left=0.09, right=0.98, top=0.96, bottom=0.06, hspace=0.1)
         self.time_slider = widgets.FloatSlider(
             value=0.0, min=0.0, max=self.t_end, step=self.t_end / 80, description="t",
             continuous_update=False, readout_format=".2f",
@@ -312,14 +339,23 @@ class AdjointExplorer(_Explorer):
         if not self._syncing:
             self._redraw()
 
+    def _moving(self):
+        if isinstance(getattr(self, "run", None), Exception):
+            return []
+        return [find_line(ax, label) for ax in self.axes for label in ADJOINT_MOVING
+                if any(line.get_label() == label for line in ax.get_lines())]
+
     def _redraw(self):
-        run, exact, self.summary = self.compute(*self.setting())
-        self.run, self.exact = run, exact
+        setting = self.setting()
+        run, exact, self.summary = self.compute(*setting)
+        # Only t moved: the axes, limits and titles are as drawn, so repaint the lines only.
+        quick = setting == getattr(self, "_drawn_setting", None)
+        self.run, self.exact, self._drawn_setting = run, exact, setting
         if isinstance(run, Exception):
             self.axes[0].set_title(self.summary, fontsize=10)
         else:
             plot_adjoint_pass(run, exact, self.time_slider.value, self.axes)
-        self._show(self.summary)
+        self._show(self.summary, quick=quick)
         return self.fig
 
 
@@ -341,7 +377,7 @@ class StepSizeExplorer(_Explorer):
         self.exact = (t.numpy(), toy_solution(t).numpy())
         self.fig, self.axes = new_figure(2, 1, figsize=figsize, sharex=True, layout=None,
                                          height_ratios=(3, 2))
-        self._fixed_layout(left=0.09, right=0.98, top=0.94, bottom=0.09, hspace=0.1)
+        self._canvas(left=0.09, right=0.98, top=0.94, bottom=0.09, hspace=0.1)
         self.rtol_slider = widgets.FloatLogSlider(
             value=rtol, base=10, min=-8, max=-1, step=0.5, description="rtol",
             continuous_update=False, readout_format=".0e")

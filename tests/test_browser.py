@@ -280,8 +280,9 @@ def _kind(control):
 def _label(control):
     """The control's description (its label, or a check box's own text)."""
     text = control.evaluate(
-        "el => (el.querySelector('.widget-label') || el).innerText.trim().split('\\n')[0]")
-    return text or "(no label)"
+        "el => [el.querySelector('.widget-label'), el].map(e => e ? e.innerText : '')"
+        ".map(t => t.replace(/[\\u200b\\s]+/g, ' ').trim()).find(t => t) || ''")
+    return text.split("\n")[0] or "(no label)"
 
 
 def _toggle(control, kind):

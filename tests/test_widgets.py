@@ -248,3 +248,24 @@ def test_step_explorer_says_when_a_solver_gives_up(step_explorer):
     e.update(method="dopri5")
     assert len(find_line(e.axes[0], "accepted steps").get_xdata()) > 1
     assert set(e.method_menu.options) == set(nh.explorers.STEP_METHODS)
+
+
+def test_a_time_step_repaints_only_the_moving_lines_and_gives_the_same_picture(
+        adjoint_explorer):
+    from io import BytesIO
+
+    from PIL import Image
+
+    def pixels(png):
+        return np.asarray(Image.open(BytesIO(png)))
+
+    e = adjoint_explorer
+    e.update(t=0.5, damping=2.0, n_obs=3, rtol=1e-6, restore=True)
+    e.png()  # the full render saves the background
+    e.update(t=2.5)
+    quick = e.png(quick=True)
+    full = e.png()
+    np.testing.assert_array_equal(pixels(quick), pixels(full))
+    assert len(e._moving()) == 8 + 3  # z, a, dL/dA lines and a "now" line per panel
+    e.update(t=1.5, damping=4.0)  # a new setting: the background is stale, draw everything
+    np.testing.assert_array_equal(pixels(e.png()), pixels(e.png(quick=True)))
