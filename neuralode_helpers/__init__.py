@@ -38,6 +38,16 @@ from .diagnostics import (
     saved_tensor_bytes,
 )
 from .errors import SolverError
+from .explorers import (
+    AdjointPass,
+    ExactAdjoint,
+    StepRecord,
+    adjoint_pass,
+    exact_adjoint,
+    oscillator_matrix,
+    record_steps,
+    toy_steps,
+)
 from .latent import (
     GRUForecaster,
     LatentODE,
@@ -49,11 +59,13 @@ from .latent import (
 )
 from .models import LinearODE, ODENet
 from .plotting import (
+    plot_adjoint_pass,
     plot_fit,
     plot_gradient_check,
     plot_loss,
     plot_nfe,
     plot_residual,
+    plot_steps,
 )
 from .problems import linear_solution, random_stable_matrix, toy_dynamics, toy_solution
 from .regularisers import (
@@ -79,7 +91,7 @@ from .training import (
     train,
     window_loss,
 )
-from .widgets import FitExplorer
+from .widgets import AdjointExplorer, FitExplorer, StepSizeExplorer
 
 __version__ = "0.1.0"
 
@@ -97,4 +109,7 @@ __all__ = [
     "FitExplorer", "plot_fit", "plot_gradient_check", "plot_loss", "plot_nfe", "plot_residual",
     "RNODE", "BoundedField", "RegularisedField", "initial_state", "jacobian_frobenius",
     "kinetic_energy", "rademacher", "sample_end_time", "regularised_window_loss",
+    "AdjointExplorer", "StepSizeExplorer", "AdjointPass", "ExactAdjoint", "StepRecord",
+    "adjoint_pass", "exact_adjoint", "oscillator_matrix", "record_steps", "toy_steps",
+    "plot_adjoint_pass", "plot_steps",
 ]

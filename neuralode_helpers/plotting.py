@@ -12,6 +12,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from .explorers import running_limits
+from .solvers import FIXED_STEP_METHODS
+
 # The time range that `train` covers by default (windows [t0, t0 + 1] with t0 in [-1, 9]).
 # Fit plots shade the part of their t axis outside it, so extrapolation is visible at a glance.
 TRAINED_T_RANGE = (-1.0, 10.0)
@@ -176,9 +179,163 @@ def plot_gradient_check(reference, estimate, ax=None, *, xlabel="reference gradi
     return ax.figure
 
 
-def new_figure(nrows=1, ncols=1, figsize=(8, 5), **subplot_kw):
+def new_figure(nrows=1, ncols=1, figsize=(8, 5), *, layout="constrained", **subplot_kw):
     """A bare :class:`~matplotlib.figure.Figure` (not registered with pyplot, so it is shown
-    only when displayed explicitly) and its axes. For widgets that redraw one figure."""
-    fig = Figure(figsize=figsize, layout="constrained")
+    only when displayed explicitly) and its axes. For widgets that redraw one figure
+    (``layout=None`` for fixed margins, set with ``fig.subplots_adjust``)."""
+    fig = Figure(figsize=figsize, layout=layout)
     axes = fig.subplots(nrows, ncols, **subplot_kw)
     return fig, axes
+
+
+# -- the explorers' figures: drawn once, then updated in place by label --------------------------
+def _set_line(ax, label, x, y, **style):
+    """Move the data of the line labelled ``label`` on ``ax``, drawing it first (with
+    ``style``) if it is not there yet. Returns the line."""
+    try:
+        line = find_line(ax, label)
+    except KeyError:
+        (line,) = ax.plot([], [], label=label, **style)
+    line.set_data(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
+    return line
+
+
+def _replace_vlines(ax, xs, gid, **style):
+    """Vertical lines at ``xs``, replacing those this function drew with the same ``gid``."""
+    for artist in [a for a in ax.lines if a.get_gid() == gid]:
+        artist.remove()
+    for i, x in enumerate(xs):
+        ax.axvline(float(x), gid=gid, **(style if i == 0 else {**style, "label": None}))
+
+
+# The lines of plot_adjoint_pass that depend on t_show (the rest depends on the setting only).
+ADJOINT_MOVING = ("z1 rebuilt", "z2 rebuilt", "a1 adjoint", "a2 adjoint", "dL/dA11", "dL/dA12",
+                  "dL/dA21", "dL/dA22", "now")
+
+
+def plot_adjoint_pass(run, exact, t_show=None, axes=None, *, figsize=(9, 8)):
+    r"""The adjoint method's backward solve, as far as it has come by time ``t_show``.
+
+    ``run``: an :class:`~neuralode_helpers.explorers.AdjointPass`; ``exact``: the
+    :class:`~neuralode_helpers.explorers.ExactAdjoint` of the same problem; ``t_show``
+    (default :math:`t_0`: the whole pass). Three panels on ``axes`` (three axes sharing x, or
+    None for a new figure):
+
+    - top: the forward :math:`z(t)` (solid), the forward outputs :math:`z(t_i)` (dots) and
+      the backward reconstruction of z from :math:`t_N` down to ``t_show`` (dashed);
+    - middle: the exact :math:`a(t)` (thin) and the backward solve's (thick), dotted lines at
+      the observation times where it jumps by :math:`\ell_i`;
+    - bottom: the running :math:`dL/dA` (each entry), the exact gradient dashed.
+
+    Called again with the same axes, it moves the lines' data (labels ``"z1 rebuilt"``,
+    ``"a1 adjoint"``, ``"dL/dA11"``, ``"now"``, ...; only these depend on ``t_show``, see
+    :data:`ADJOINT_MOVING`). Returns the figure.
+    """
+    if axes is None:
+        fig, axes = new_figure(3, 1, figsize=figsize, sharex=True)
+    ax_z, ax_a, ax_g = axes
+    t0, t_end = float(exact.t[0]), float(exact.t[-1])
+    t_show = t0 if t_show is None else min(max(float(t_show), t0), t_end)
+    k = run.upto(t_show)
+    tb = run.t[:k]
+    for j in range(run.z.shape[1]):
+        c = f"C{j}"
+        _set_line(ax_z, f"z{j + 1} forward", exact.t, exact.z[:, j], color=c, lw=2, alpha=0.45)
+        _set_line(ax_z, f"z{j + 1} at t_i", run.t_obs, run.z_obs[:, j], color=c, ls="none",
+                  marker="o", ms=5)
+        _set_line(ax_z, f"z{j + 1} rebuilt", tb, run.z[:k, j], color=c, lw=1.8, ls="--")
+        _set_line(ax_a, f"a{j + 1} exact", exact.t, exact.a[:, j], color=c, lw=1, alpha=0.45)
+        _set_line(ax_a, f"a{j + 1} adjoint", tb, run.a[:k, j], color=c, lw=2)
+    grads = run.grad.reshape(len(run.t), -1)
+    d = run.z.shape[1]
+    for e in range(grads.shape[1]):
+        name = f"dL/dA{e // d + 1}{e % d + 1}"
+        c = f"C{e + 2}"
+        _set_line(ax_g, name, tb, grads[:k, e], color=c, lw=2)
+        _set_line(ax_g, f"{name} exact", [t0, t_end], [exact.grad_A.ravel()[e]] * 2, color=c,
+                  lw=1.2, ls="--")
+    _replace_vlines(ax_a, run.t_obs[1:], "jump", color="0.5", ls=":", lw=1,
+                    label=r"jumps: $a \leftarrow a + \ell_i$")
+    for ax in axes:
+        _set_line(ax, "now", [t_show, t_show], [0, 1], color="C3", lw=1.2,
+                  transform=ax.get_xaxis_transform())
+        ax.set_xlim(t0, t_end)
+        ax.grid(alpha=0.3)
+    # Limits from the whole pass, not the part shown: the axes stay put while t moves (and
+    # a widget may redraw only the lines that move).
+    ax_z.set_ylim(*running_limits(run.z, exact.z))
+    ax_a.set_ylim(*running_limits(run.a, exact.a))
+    ax_g.set_ylim(*running_limits(grads, [0.0, *exact.grad_A.ravel()]))
+    restore = "restored" if run.checkpoint else "not restored"
+    ax_z.set_title(f"the backward solve runs from t = {t_end:g} back to {t0:g} (red line: "
+                   f"where it has got to); z {restore} at the observation times", fontsize=10)
+    ax_z.set_ylabel("z(t)")
+    ax_a.set_ylabel("adjoint a(t)")
+    ax_g.set_ylabel("running dL/dA")
+    ax_g.set_xlabel("t")
+    if ax_z.get_legend() is None:
+        ax_z.legend(handles=[find_line(ax_z, n) for n in ("z1 forward", "z2 forward",
+                                                          "z1 rebuilt", "z2 rebuilt")],
+                    loc="upper right", fontsize=8, ncol=2)
+        ax_a.legend(handles=[find_line(ax_a, n) for n in ("a1 adjoint", "a2 adjoint")]
+                    + [ln for ln in ax_a.get_lines() if ln.get_gid() == "jump"][:1],
+                    loc="upper right", fontsize=8, ncol=3, title="thin: exact",
+                    title_fontsize=8)
+        ax_g.legend(handles=[ln for ln in ax_g.get_lines()
+                             if ln.get_label().startswith("dL/dA")
+                             and not ln.get_label().endswith("exact")],
+                    loc="upper right", fontsize=8, ncol=4, title="dashed: exact",
+                    title_fontsize=8)
+    return ax_z.figure
+
+
+def plot_steps(record, exact=None, axes=None, *, figsize=(9, 6)):
+    r"""Every step of a solve: the solution with a mark at the end of each accepted step
+    (dots) and of each rejected attempt (crosses, on the exact curve), and below them the
+    step sizes (accepted: dots at each step's start; rejected: crosses).
+
+    ``record``: a :class:`~neuralode_helpers.explorers.StepRecord`; ``exact``: ``(t, z)``
+    arrays of the exact solution (drawn in grey; also places the crosses), or None. ``axes``:
+    two axes, or None for a new figure. Called again with the same axes, it moves the data
+    (labels ``"accepted steps"``, ``"rejected steps"``, ``"step size"``, ...). Returns the
+    figure.
+    """
+    if axes is None:
+        fig, axes = new_figure(2, 1, figsize=figsize, sharex=True, height_ratios=(3, 2))
+    ax_z, ax_h = axes
+    t_rej_end = record.rejected_t + record.rejected_h
+    if exact is not None:
+        t_ex, z_ex = (np.asarray(x, dtype=float).reshape(-1) for x in exact)
+        _set_line(ax_z, "exact solution", t_ex, z_ex, color="0.6", lw=3)
+        z_rej = np.interp(t_rej_end, t_ex, z_ex)
+    else:
+        z_rej = np.interp(t_rej_end, record.t, record.z)
+    _set_line(ax_z, "accepted steps", record.t, record.z, color="C0", ls="none", marker="o",
+              ms=4)
+    _set_line(ax_z, "rejected steps", t_rej_end, z_rej, color="C3", ls="none", marker="x",
+              ms=7, mew=1.5)
+    _set_line(ax_h, "step size", record.t[:-1], record.h, color="C0", marker="o", ms=3, lw=1)
+    _set_line(ax_h, "rejected attempt", record.rejected_t, record.rejected_h, color="C3",
+              ls="none", marker="x", ms=7, mew=1.5)
+    ref = z_ex if exact is not None else record.z
+    ax_z.set_ylim(*running_limits(record.z, ref))
+    ax_h.set_yscale("log")
+    h_all = np.concatenate([record.h, record.rejected_h])
+    # Whole decades: the same ticks for every method, labels of one width.
+    ax_h.set_ylim(10.0 ** np.floor(np.log10(h_all.min() / 2)),
+                  10.0 ** np.ceil(np.log10(h_all.max() * 2)))
+    ax_z.set_xlim(record.t[0], record.t[-1])
+    kind = ("fixed step, no tolerance" if record.method in FIXED_STEP_METHODS
+            else f"adaptive, rtol = {record.rtol:.0e}")
+    err = "" if np.isnan(record.error) else f", error at the end {record.error:.1e}"
+    ax_z.set_title(f"{record.method} ({kind}): {record.n_steps} accepted, "
+                   f"{record.n_rejected} rejected, NFE {record.nfe}{err}", fontsize=10)
+    ax_z.set_ylabel("z(t)")
+    ax_h.set_ylabel("step size h")
+    ax_h.set_xlabel("t")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    if ax_z.get_legend() is None:
+        ax_z.legend(loc="upper left", fontsize=9)
+        ax_h.legend(loc="lower right", fontsize=9)
+    return ax_z.figure

@@ -1,28 +1,46 @@
-"""Interactive exploration of a trained model: sliders wired to pure functions.
+"""Interactive exploration: sliders wired to pure functions.
 
-Nothing is computed here: :func:`~neuralode_helpers.training.fit_curves` computes the curves and
-:mod:`~neuralode_helpers.plotting` draws them. A :class:`FitExplorer` owns one figure and moves
+Nothing is computed here: :func:`~neuralode_helpers.training.fit_curves` and
+:mod:`~neuralode_helpers.explorers` compute, :mod:`~neuralode_helpers.plotting` draws.
+:class:`AdjointExplorer` (notebook 01) and :class:`StepSizeExplorer` (notebook 00) work like
+:class:`FitExplorer`. A :class:`FitExplorer` owns one figure and moves
 its lines' data when a slider moves, so it can be tested without a browser: set a slider's
 ``value`` (or call :meth:`FitExplorer.update`) and read the lines back.
 """
 
 from __future__ import annotations
 
+import io
 import math
 
 import ipywidgets as widgets
 import numpy as np
 import torch
 from IPython import get_ipython
-from IPython.display import clear_output, display
+from IPython.display import Image, clear_output, display
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from PIL import Image as PILImage
 
 from .errors import SolverError
+from .explorers import (
+    STEP_METHODS,
+    TOY_SPAN,
+    adjoint_pass,
+    adjoint_summary,
+    exact_adjoint,
+    observation_times,
+    oscillator_matrix,
+    toy_steps,
+)
 from .plotting import (
+    ADJOINT_MOVING,
     TRAINED_T_RANGE,
     find_line,
     new_figure,
+    plot_adjoint_pass,
     plot_fit,
     plot_residual,
+    plot_steps,
     shade_untrained,
 )
 from .problems import toy_solution
@@ -166,3 +184,259 @@ class FitExplorer:
     def _ipython_display_(self):
         display(self.widget)
 
+
+
+class _Explorer:
+    """What the explorers share: one figure in an Output widget, redrawn in place, with the
+    numbers a student checks printed under it; computed results cached by setting."""
+
+    dpi = 80
+    _background = None
+
+    def _canvas(self, **margins):
+        # Fixed margins: constrained layout would cost as much as the drawing, every time. An
+        # Agg canvas of its own, so that a quick update can paint over a saved background.
+        self.fig.subplots_adjust(**margins)
+        self.fig.set_dpi(self.dpi)
+        FigureCanvasAgg(self.fig)
+
+    def _moving(self):
+        """The artists that a quick update redraws (none: every update draws everything)."""
+        return []
+
+    def png(self, quick=False):
+        """The figure as PNG bytes (what the Output widget shows), rendered the fast way: no
+        tight bounding box (a second draw), light compression. With ``quick``, only the
+        artists of ``_moving()`` are drawn, over the background saved by the last full
+        render (blitting): the same picture when nothing else has changed since."""
+        canvas = self.fig.canvas
+        moving = self._moving()
+        if quick and self._background is not None:
+            canvas.restore_region(self._background)
+        else:
+            for artist in moving:
+                artist.set_animated(True)  # left out of the full draw ...
+            canvas.draw()
+            self._background = canvas.copy_from_bbox(self.fig.bbox) if moving else None
+            for artist in moving:
+                artist.set_animated(False)
+        for artist in moving:
+            artist.axes.draw_artist(artist)  # ... and painted over it
+        buf = io.BytesIO()
+        PILImage.fromarray(np.asarray(canvas.buffer_rgba())).save(buf, format="png",
+                                                                   compress_level=1)
+        return buf.getvalue()
+
+    def _show(self, text=None, quick=False):
+        # Re-render the figure (and the numbers under it) inside the Output widget. Outside
+        # IPython (tests, scripts) there is nothing to show it on.
+        self.n_draws += 1
+        if get_ipython() is None:
+            return
+        image = Image(data=self.png(quick=quick), format="png")
+        with self.output:
+            clear_output(wait=True)
+            display(image)
+            if text:
+                print(text)
+
+    def _ipython_display_(self):
+        display(self.widget)
+
+
+class AdjointExplorer(_Explorer):
+    r"""The adjoint method's backward solve, step by step, on the damped oscillator
+    :math:`\dot z = A z`, :math:`A = \begin{pmatrix} 0 & 1 \\ -4 & -\delta\end{pmatrix}`,
+    :math:`z(0) = (1, 0)^\top`, with :math:`L = \sum_{i \ge 1} \tfrac12 \lVert z(t_i)
+    \rVert^2` at ``n_obs`` equally spaced observation times up to ``t_end``.
+
+    Controls: ``time_slider`` (where the backward solve has got to: from ``t_end`` back to
+    0), ``damping_slider`` (:math:`\delta`), ``n_obs_slider``, ``rtol_slider`` (the
+    solves' rtol; atol = rtol / 100) and ``restore_box`` (restore z at the observation
+    times: ``odeint_adjoint``'s ``checkpoint``). Computing is done by
+    :func:`~neuralode_helpers.explorers.adjoint_pass` and
+    :func:`~neuralode_helpers.explorers.exact_adjoint`, once per setting of the last four
+    (cached in ``cache``); the time slider only indexes the recorded arrays, drawn by
+    :func:`~neuralode_helpers.plotting.plot_adjoint_pass`. ``summary`` holds the numbers
+    printed under the figure. ``n_draws`` counts redraws.
+    """
+
+    def __init__(self, *, damping=1.0, n_obs=4, rtol=1e-6, restore=True, t_end=4.0,
+                 stiffness=4.0, z0=(1.0, 0.0), max_damping=12.0, figsize=(9, 8)):
+        self.t_end, self.stiffness = float(t_end), float(stiffness)
+        self.z0 = torch.tensor(z0, dtype=torch.float64)
+        self.cache = {}
+        self.n_draws = 0
+        self.fig, self.axes = new_figure(3, 1, figsize=figsize, sharex=True, layout=None)
+        self._canvas(left=0.09, right=0.98, top=0.96, bottom=0.06, hspace=0.1)
+        self.time_slider = widgets.FloatSlider(
+            value=0.0, min=0.0, max=self.t_end, step=self.t_end / 80, description="t",
+            continuous_update=False, readout_format=".2f",
+            tooltip="where the backward solve has got to (it runs from right to left)")
+        self.damping_slider = widgets.FloatSlider(
+            value=damping, min=0.0, max=max_damping, step=0.5, description="damping δ",
+            continuous_update=False, readout_format=".1f")
+        self.n_obs_slider = widgets.IntSlider(
+            value=n_obs, min=1, max=8, description="obs. times", continuous_update=False)
+        self.rtol_slider = widgets.FloatLogSlider(
+            value=rtol, base=10, min=-8, max=-3, step=1, description="rtol",
+            continuous_update=False, readout_format=".0e")
+        self.restore_box = widgets.Checkbox(value=restore, description="restore z at t_i",
+                                            indent=False)
+        self.output = widgets.Output()
+        controls = [self.damping_slider, self.n_obs_slider, self.rtol_slider]
+        self.widget = widgets.VBox([
+            widgets.HBox([self.time_slider, self.restore_box]),
+            widgets.HBox(controls), self.output])
+        self._syncing = False
+        for w in (self.time_slider, *controls, self.restore_box):
+            w.observe(self._on_change, names="value")
+        self.update()
+
+    def setting(self):
+        """The current (damping, n_obs, rtol, restore), as the cache keys it."""
+        return (round(float(self.damping_slider.value), 6), int(self.n_obs_slider.value),
+                float(f"{self.rtol_slider.value:.3g}"), bool(self.restore_box.value))
+
+    def compute(self, damping, n_obs, rtol, restore):
+        """``(run, exact, summary)`` for one setting, computed once."""
+        key = (round(float(damping), 6), int(n_obs), float(f"{rtol:.3g}"), bool(restore))
+        if key not in self.cache:
+            A = oscillator_matrix(damping, self.stiffness)
+            t = observation_times(self.t_end, int(n_obs))
+            exact = exact_adjoint(A, self.z0, t)
+            try:
+                run = adjoint_pass(A, self.z0, t, rtol=rtol, atol=rtol / 100,
+                                   checkpoint=restore)
+            except SolverError as err:
+                run = err
+            summary = (f"the backward solve failed: {run}" if isinstance(run, Exception)
+                       else adjoint_summary(run, exact))
+            self.cache[key] = (run, exact, summary)
+        return self.cache[key]
+
+    def update(self, t=None, **setting):
+        """Show time ``t`` of the backward solve for a setting (keywords ``damping``,
+        ``n_obs``, ``rtol``, ``restore``; missing ones keep their value). Moves the controls
+        to match, redraws once, returns the figure."""
+        unknown = set(setting) - {"damping", "n_obs", "rtol", "restore"}
+        if unknown:
+            raise TypeError(f"unknown setting(s) {sorted(unknown)}: use damping, n_obs, rtol, "
+                            "restore")
+        self._syncing = True  # the controls' observers must not redraw a second time
+        try:
+            for name, w in [("damping", self.damping_slider), ("n_obs", self.n_obs_slider),
+                            ("rtol", self.rtol_slider), ("restore", self.restore_box)]:
+                if name in setting:
+                    w.value = setting[name]
+            if t is not None:
+                self.time_slider.value = float(t)
+        finally:
+            self._syncing = False
+        return self._redraw()
+
+    def _on_change(self, change):
+        if not self._syncing:
+            self._redraw()
+
+    def _moving(self):
+        if isinstance(getattr(self, "run", None), Exception):
+            return []
+        return [find_line(ax, label) for ax in self.axes for label in ADJOINT_MOVING
+                if any(line.get_label() == label for line in ax.get_lines())]
+
+    def _redraw(self):
+        setting = self.setting()
+        run, exact, self.summary = self.compute(*setting)
+        # Only t moved: the axes, limits and titles are as drawn, so repaint the lines only.
+        quick = setting == getattr(self, "_drawn_setting", None)
+        self.run, self.exact, self._drawn_setting = run, exact, setting
+        if isinstance(run, Exception):
+            self.axes[0].set_title(self.summary, fontsize=10)
+        else:
+            plot_adjoint_pass(run, exact, self.time_slider.value, self.axes)
+        self._show(self.summary, quick=quick)
+        return self.fig
+
+
+class StepSizeExplorer(_Explorer):
+    r"""Every step a solver takes on the toy problem :math:`\frac{dz}{dt} = \sin t\, z`,
+    :math:`z(0) = 1`, on [0, 10]: accepted steps as dots on the solution, rejected ones as
+    crosses, the step sizes below, and the NFE.
+
+    Controls: ``rtol_slider`` (atol = rtol / 100) and ``method_menu`` (the package's
+    fixed-step and adaptive torch methods; a fixed-step method takes as many equal steps as
+    dopri5 accepts at that rtol). :func:`~neuralode_helpers.explorers.toy_steps` computes
+    each setting once (``cache``); :func:`~neuralode_helpers.plotting.plot_steps` draws it.
+    """
+
+    def __init__(self, *, method="adaptive_heun", rtol=1e-2, figsize=(9, 6)):
+        self.cache = {}
+        self.n_draws = 0
+        t = torch.linspace(*TOY_SPAN, 401, dtype=torch.float64)
+        self.exact = (t.numpy(), toy_solution(t).numpy())
+        self.fig, self.axes = new_figure(2, 1, figsize=figsize, sharex=True, layout=None,
+                                         height_ratios=(3, 2))
+        self._canvas(left=0.09, right=0.98, top=0.94, bottom=0.09, hspace=0.1)
+        self.rtol_slider = widgets.FloatLogSlider(
+            value=rtol, base=10, min=-8, max=-1, step=0.5, description="rtol",
+            continuous_update=False, readout_format=".0e")
+        self.method_menu = widgets.Dropdown(options=list(STEP_METHODS), value=method,
+                                            description="method")
+        self.output = widgets.Output()
+        self.widget = widgets.VBox([widgets.HBox([self.rtol_slider, self.method_menu]),
+                                    self.output])
+        self._syncing = False
+        for w in (self.rtol_slider, self.method_menu):
+            w.observe(self._on_change, names="value")
+        self.update()
+
+    def compute(self, method, rtol):
+        """The :class:`~neuralode_helpers.explorers.StepRecord` of one setting (or the
+        :class:`SolverError` of a solve that gave up), computed once."""
+        key = (method, float(f"{rtol:.3g}"))
+        if key not in self.cache:
+            try:
+                self.cache[key] = toy_steps(method, key[1])
+            except SolverError as err:
+                self.cache[key] = err
+        return self.cache[key]
+
+    def update(self, method=None, rtol=None):
+        """Show ``method`` at ``rtol`` (None: keep the current one); moves the controls,
+        redraws once, returns the figure."""
+        self._syncing = True
+        try:
+            if method is not None:
+                self.method_menu.value = method
+            if rtol is not None:
+                self.rtol_slider.value = float(rtol)
+        finally:
+            self._syncing = False
+        return self._redraw()
+
+    def _on_change(self, change):
+        if not self._syncing:
+            self._redraw()
+
+    def _redraw(self):
+        method, rtol = self.method_menu.value, self.rtol_slider.value
+        self.record = self.compute(method, rtol)
+        if isinstance(self.record, SolverError):
+            # Too many steps (a low order at a tight tolerance): say so on an empty plot.
+            for ax in self.axes:
+                for line in ax.get_lines():
+                    if line.get_label() != "exact solution":
+                        line.set_data([], [])
+            self.summary = (f"{method}, rtol {rtol:.0e}: gave up after 1000 steps, at "
+                            f"t = {self.record.t_reached:.2f}")
+            self.axes[0].set_title(self.summary, fontsize=10)
+            self.summary += " (a low order needs very many steps at a tight tolerance)"
+        else:
+            plot_steps(self.record, self.exact, self.axes)
+            r = self.record
+            self.summary = (f"{r.method}, rtol {r.rtol:.0e}: {r.n_steps} accepted steps, "
+                            f"{r.n_rejected} rejected, NFE {r.nfe}, error at t = 10: "
+                            f"{r.error:.1e}")
+        self._show(self.summary)
+        return self.fig

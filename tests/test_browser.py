@@ -1,20 +1,25 @@
-"""End to end in a real browser: JupyterLab runs a notebook, a person moves its sliders, and the
-figure under them changes.
+"""End to end in a real browser: JupyterLab runs a notebook, a person moves its controls, and the
+figure under them changes, quickly.
 
 The test starts JupyterLab on a free localhost port (token, no browser, temporary settings),
-opens a copy of every notebook that builds sliders (notebook 03 and any other; see
-``slider_notebooks``), runs all cells from the Run menu, waits for the sliders, moves each one
-with the keyboard on its focused handle (a mouse drag if the keyboard did not move it) and
-checks that the picture in the same cell changed (the figure's data URL). Screenshots of the
-cell before and after each move go to a folder that the test prints.
+opens a copy of every notebook that builds sliders (the explorers of notebooks 00, 01 and 03;
+see ``slider_notebooks``), runs all cells from the Run menu, and moves every control: each
+slider with the keyboard on its focused handle (a mouse drag if the keyboard did not move it),
+each drop-down to another entry, each check box on or off. After each move it checks that the
+picture in the same cell changed (the figure's data URL), then makes one more single step of
+the same control and measures the time from that step to the new picture in the page (the
+update latency a reader feels; the explorers aim at under 0.5 s on a 2-core laptop). The
+latencies are printed and written to ``latency.json``; screenshots of the cell before and after
+each move go to the same folder, which the test prints. No latency is asserted: the time
+depends on the machine.
 
 Needs Debian's Chromium and the Playwright package (no browser is downloaded, ever):
 ``apt-get install chromium`` and ``pip install playwright`` (part of the ``test`` extra). Extra
 notebooks can be added with ``BROWSER_TEST_NOTEBOOKS=path1:path2``; ``CHROMIUM`` overrides the
 browser's path, ``BROWSER_SCREENSHOTS`` the screenshot folder (default ``_build/browser-test``).
 
-It takes about a minute: ~10 s to start JupyterLab and Chromium, then ~35 s for notebook 03
-(most of it the training cell) on a 2-core machine.
+It takes a few minutes: ~10 s to start JupyterLab and Chromium, then ~35 s for notebook 03
+(most of it the training cell) and about as long for each of 00 and 01 on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -57,8 +62,11 @@ CHROMIUM_ARGS = [
     "--no-first-run", "--no-default-browser-check", "--disable-extensions",
 ]
 
-# Code that puts a slider on screen: ipywidgets' sliders, interact(), or the package's explorer.
-SLIDER_CODE = re.compile(r"Slider\s*\(|\binteract(ive)?\s*\(|\bFitExplorer\s*\(")
+# Code that puts a slider on screen: ipywidgets' sliders, interact(), or the package's explorers.
+SLIDER_CODE = re.compile(r"Slider\s*\(|\binteract(ive)?\s*\(|\b\w*Explorer\s*\(")
+# Every control a reader can move, and the latency the explorers aim at (reported, not asserted).
+CONTROLS = ", ".join(f".jp-Notebook .widget-{kind}" for kind in ("slider", "dropdown", "checkbox"))
+TARGET_LATENCY = 0.5
 
 
 def slider_notebooks(folder=NOTEBOOK_DIR):
@@ -261,6 +269,72 @@ def _readout_changed(page, slider, before, timeout_ms):
         return False
 
 
+def _kind(control):
+    classes = control.get_attribute("class") or ""
+    for kind in ("slider", "dropdown", "checkbox"):
+        if f"widget-{kind}" in classes:
+            return kind
+    raise AssertionError(f"not a control this test can move: {classes!r}")
+
+
+def _label(control):
+    """The control's description (its label, or a check box's own text)."""
+    text = control.evaluate(
+        "el => [el.querySelector('.widget-label'), el].map(e => e ? e.innerText : '')"
+        ".map(t => t.replace(/[\\u200b\\s]+/g, ' ').trim()).find(t => t) || ''")
+    return text.split("\n")[0] or "(no label)"
+
+
+def _toggle(control, kind):
+    """Pick another entry of a drop-down, or flip a check box. Returns ``(how, before,
+    after)``."""
+    if kind == "dropdown":
+        select = control.locator("select")
+        before = select.input_value()
+        options = [o for o in select.locator("option").all_inner_texts() if o != before]
+        select.select_option(label=options[0])
+        return "drop-down", before, select.input_value()
+    box = control.locator("input[type=checkbox]")
+    before = box.is_checked()
+    box.click()
+    return "click", "on" if before else "off", "on" if box.is_checked() else "off"
+
+
+def _time_one_step(page, control, kind, how, cell, old):
+    """Seconds from one more step of the control to a new picture in its cell: one key press
+    back the way the move came (a slider; one step always fits there), the first entry of a
+    drop-down that differs, or one more click of a check box."""
+    started = time.perf_counter()
+    if kind == "slider":
+        back = {"ArrowRight": "ArrowLeft", "ArrowLeft": "ArrowRight"}[how.split()[-1]] \
+            if how.startswith("keyboard") else "ArrowLeft"
+        handle = control.locator(".noUi-handle").first
+        handle.focus()
+        started = time.perf_counter()
+        handle.press(back)
+    else:
+        _toggle(control, kind)
+    page.wait_for_function(
+        "([cell, old]) => { const now = [...cell.querySelectorAll("
+        "'.jp-OutputArea-output img')].map(i => i.src);"
+        " return now.length > 0 && now.every(s => s.startsWith('data:image/'))"
+        " && JSON.stringify(now) !== JSON.stringify(old); }",
+        arg=[cell.element_handle(), old], timeout=REDRAW * 1000, polling="raf")
+    seconds = time.perf_counter() - started
+    _wait_for_new_picture_to_settle(page, cell)
+    return seconds
+
+
+def _wait_for_new_picture_to_settle(page, cell):
+    deadline = time.monotonic() + REDRAW
+    last, since = cell.evaluate(_IMAGES_JS), time.monotonic()
+    while time.monotonic() - since < 1 and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+        now = cell.evaluate(_IMAGES_JS)
+        if now != last:
+            last, since = now, time.monotonic()
+
+
 def _move(page, slider, key):
     """Move the slider's first handle five steps with the keyboard (the other way if it is at
     the end of its range), or drag it with the mouse if keys did not move it. Returns
@@ -316,6 +390,7 @@ def test_sliders_redraw_the_figure(notebook, lab, browser_context, capsys):
 
     copy, n_code = _fresh_copy(notebook, lab["root"])
     page = browser_context.new_page()
+    moves, latencies = [], []
     try:
         page.set_default_timeout(PAGE_READY * 1000)
         # A workspace of its own, reset: only this notebook is open, whatever ran before.
@@ -333,21 +408,30 @@ def test_sliders_redraw_the_figure(notebook, lab, browser_context, capsys):
         sliders.first.wait_for()
         page.screenshot(path=str(shots / "00-after-run-all.png"), full_page=False)
 
-        moves = []
-        for i in range(sliders.count()):
-            slider = sliders.nth(i)
-            cell = slider.locator("xpath=ancestor::div[contains(@class, 'jp-CodeCell')][1]")
-            slider.scroll_into_view_if_needed()
+        controls = page.locator(CONTROLS)
+        for i in range(controls.count()):
+            control = controls.nth(i)
+            cell = control.locator("xpath=ancestor::div[contains(@class, 'jp-CodeCell')][1]")
+            control.scroll_into_view_if_needed()
             old = cell.evaluate(_IMAGES_JS)
-            assert old, f"slider {i} of {notebook.name}: no figure in its cell"
+            assert old, f"control {i} of {notebook.name}: no figure in its cell"
             output = cell.locator(".jp-Cell-outputArea")
             output.screenshot(path=str(shots / f"{i + 1:02d}-before.png"))
-            key = "ArrowRight" if i % 2 == 0 else "ArrowLeft"
-            how, before, after = _move(page, slider, key)
+            kind, name = _kind(control), _label(control)
+            if kind == "slider":
+                key = "ArrowRight" if i % 2 == 0 else "ArrowLeft"
+                how, before, after = _move(page, slider=control, key=key)
+            else:
+                how, before, after = _toggle(control, kind)
             new = _wait_for_new_picture(page, cell, old)
             output.screenshot(path=str(shots / f"{i + 1:02d}-after.png"))
             assert new != old
-            moves.append(f"slider {i + 1}: {before} -> {after} ({how}), figure redrawn")
+            seconds = _time_one_step(page, control, kind, how, cell, new)
+            latencies.append({"notebook": notebook.name, "control": name, "kind": kind,
+                              "seconds": round(seconds, 3)})
+            flag = "" if seconds < TARGET_LATENCY else f" (over the {TARGET_LATENCY} s aim)"
+            moves.append(f"{kind} {i + 1} ({name}): {before} -> {after} ({how}), figure "
+                         f"redrawn; one more step redrew it in {seconds:.2f} s{flag}")
         assert len(moves) >= 2, moves
         state = page.evaluate(_RUN_STATE_JS)
         assert state["error"] is None, f"an error after moving the sliders:\n{state['error']}"
@@ -359,7 +443,10 @@ def test_sliders_redraw_the_figure(notebook, lab, browser_context, capsys):
         raise
     finally:
         page.close()
+    (shots / "latency.json").write_text(json.dumps(latencies, indent=1) + "\n")
     with capsys.disabled():
         for line in moves:
             print(f"[browser]   {line}")
-        print(f"[browser] {notebook.name}: {time.monotonic() - started:.0f} s")
+        worst = max(x["seconds"] for x in latencies)
+        print(f"[browser] {notebook.name}: {time.monotonic() - started:.0f} s; slowest update "
+              f"{worst:.2f} s (all in {shots / 'latency.json'})")

@@ -1,4 +1,5 @@
-"""FitExplorer: moving a slider moves the line data of the same figure, correctly."""
+"""The explorers (FitExplorer, AdjointExplorer, StepSizeExplorer): moving a control moves the
+line data of the same figure, correctly."""
 
 import numpy as np
 import pytest
@@ -7,6 +8,8 @@ import torch
 import neuralode_helpers as nh
 import neuralode_helpers.widgets as widgets_module
 from neuralode_helpers.errors import SolverError
+from neuralode_helpers.explorers import observation_times
+from neuralode_helpers.plotting import find_line
 
 
 @pytest.fixture
@@ -123,3 +126,146 @@ def test_shading_follows_the_window_outside_the_trained_range(explorer):
     assert spans(explorer.ax_residual) == [(-5.0, lo), (hi, 15.0)]
     explorer.update(t_range=(0.0, 5.0))
     assert spans(explorer.ax_fit) == [] and spans(explorer.ax_residual) == []
+
+
+# -- the explorers ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def adjoint_explorer():
+    return nh.AdjointExplorer(damping=1.0, n_obs=4, rtol=1e-6)
+
+
+def test_adjoint_explorer_shows_the_pure_functions_results(adjoint_explorer):
+    e = adjoint_explorer
+    e.update(t=0.0, damping=1.0, n_obs=4, rtol=1e-6, restore=True)
+    A, z0 = nh.oscillator_matrix(1.0), torch.tensor([1.0, 0.0], dtype=torch.float64)
+    run = nh.adjoint_pass(A, z0, observation_times(4.0, 4), rtol=1e-6, atol=1e-8)
+    ax_z, ax_a, ax_g = e.axes
+    np.testing.assert_array_equal(find_line(ax_g, "dL/dA12").get_ydata(), run.grad[:, 1])
+    np.testing.assert_array_equal(e.run.grad_A, run.grad_A)
+    assert f"backward {run.nfe_backward}" in e.summary
+
+
+def test_adjoint_time_slider_only_indexes(adjoint_explorer, monkeypatch):
+    e = adjoint_explorer
+    e.update(t=0.0, damping=1.0, n_obs=4, rtol=1e-6, restore=True)
+    n_full = len(find_line(e.axes[2], "dL/dA11").get_xdata())
+
+    def no_solving(*args, **kwargs):
+        raise AssertionError("the time slider must not solve again")
+
+    monkeypatch.setattr(widgets_module, "adjoint_pass", no_solving)
+    draws = e.n_draws
+    e.time_slider.value = 2.0
+    assert e.n_draws == draws + 1
+    x = np.asarray(find_line(e.axes[0], "z1 rebuilt").get_xdata())
+    assert 0 < len(x) < n_full and x.min() >= 2.0
+    assert list(find_line(e.axes[1], "now").get_xdata()) == [2.0, 2.0]
+
+
+@pytest.mark.parametrize("control, value", [
+    ("damping_slider", 8.0), ("n_obs_slider", 2), ("rtol_slider", 1e-4),
+    ("restore_box", False),
+])
+def test_every_adjoint_control_changes_the_figure(adjoint_explorer, control, value):
+    e = adjoint_explorer
+    e.update(t=0.0, damping=1.0, n_obs=4, rtol=1e-6, restore=True)
+    before = np.asarray(find_line(e.axes[2], "dL/dA11").get_ydata()).copy()
+    draws = e.n_draws
+    getattr(e, control).value = value
+    assert e.n_draws == draws + 1
+    after = np.asarray(find_line(e.axes[2], "dL/dA11").get_ydata())
+    assert before.shape != after.shape or not np.array_equal(before, after)
+
+
+def test_adjoint_explorer_caches_each_setting(adjoint_explorer):
+    e = adjoint_explorer
+    e.update(damping=3.0, n_obs=3)
+    run = e.run
+    e.update(damping=1.0)
+    e.update(damping=3.0)
+    assert e.run is run
+
+
+def test_restoring_z_is_what_fixes_the_strongly_damped_gradient(adjoint_explorer):
+    e = adjoint_explorer
+    e.update(t=0.0, damping=10.0, n_obs=4, rtol=1e-6, restore=False)
+    bad = nh.relative_error(torch.tensor(e.run.grad_A), torch.tensor(e.exact.grad_A))
+    e.update(restore=True)
+    good = nh.relative_error(torch.tensor(e.run.grad_A), torch.tensor(e.exact.grad_A))
+    assert bad > 1.0 and good < 1e-3
+
+
+def test_adjoint_explorer_rejects_unknown_settings(adjoint_explorer):
+    with pytest.raises(TypeError, match="unknown setting"):
+        adjoint_explorer.update(dampin=2.0)
+
+
+def test_adjoint_explorer_layout(adjoint_explorer):
+    e = adjoint_explorer
+    assert e.output in e.widget.children
+    for w in (e.time_slider, e.restore_box, e.damping_slider, e.n_obs_slider, e.rtol_slider):
+        assert any(w in box.children for box in e.widget.children[:2])
+    assert e.time_slider.min == 0.0 and e.time_slider.max == 4.0
+    assert e.png()[:4] == b"\x89PNG"
+
+
+@pytest.fixture(scope="module")
+def step_explorer():
+    return nh.StepSizeExplorer()
+
+
+def test_step_explorer_marks_are_the_solvers_steps(step_explorer):
+    e = step_explorer
+    for method, rtol in [("adaptive_heun", 1e-2), ("dopri5", 1e-5), ("rk4", 1e-3)]:
+        e.update(method=method, rtol=rtol)
+        rec = nh.toy_steps(method, rtol)
+        ax_z, ax_h = e.axes
+        assert len(find_line(ax_z, "accepted steps").get_xdata()) == rec.n_steps + 1
+        assert len(find_line(ax_z, "rejected steps").get_xdata()) == rec.n_rejected
+        np.testing.assert_allclose(find_line(ax_h, "step size").get_ydata(), rec.h)
+        assert f"NFE {rec.nfe}" in e.summary
+
+
+@pytest.mark.parametrize("control, value", [("rtol_slider", 1e-5), ("method_menu", "bosh3")])
+def test_every_step_control_changes_the_figure(step_explorer, control, value):
+    e = step_explorer
+    e.update(method="adaptive_heun", rtol=1e-2)
+    before = np.asarray(find_line(e.axes[1], "step size").get_ydata()).copy()
+    draws = e.n_draws
+    getattr(e, control).value = value
+    assert e.n_draws == draws + 1
+    after = np.asarray(find_line(e.axes[1], "step size").get_ydata())
+    assert before.shape != after.shape or not np.array_equal(before, after)
+
+
+def test_step_explorer_says_when_a_solver_gives_up(step_explorer):
+    e = step_explorer
+    e.update(method="adaptive_heun", rtol=1e-7)
+    assert "gave up after 1000 steps" in e.summary
+    assert len(find_line(e.axes[0], "accepted steps").get_xdata()) == 0
+    e.update(method="dopri5")
+    assert len(find_line(e.axes[0], "accepted steps").get_xdata()) > 1
+    assert set(e.method_menu.options) == set(nh.explorers.STEP_METHODS)
+
+
+def test_a_time_step_repaints_only_the_moving_lines_and_gives_the_same_picture(
+        adjoint_explorer):
+    from io import BytesIO
+
+    from PIL import Image
+
+    def pixels(png):
+        return np.asarray(Image.open(BytesIO(png)))
+
+    e = adjoint_explorer
+    e.update(t=0.5, damping=2.0, n_obs=3, rtol=1e-6, restore=True)
+    e.png()  # the full render saves the background
+    e.update(t=2.5)
+    quick = e.png(quick=True)
+    full = e.png()
+    np.testing.assert_array_equal(pixels(quick), pixels(full))
+    assert len(e._moving()) == 8 + 3  # z, a, dL/dA lines and a "now" line per panel
+    e.update(t=1.5, damping=4.0)  # a new setting: the background is stale, draw everything
+    np.testing.assert_array_equal(pixels(e.png()), pixels(e.png(quick=True)))
