@@ -16,8 +16,10 @@ from .classifiers import (
 from .cnf import (
     CNF,
     CNFField,
+    FlowFit,
     PlanarFlow,
     exact_divergence,
+    fit_flow,
     hutchinson_divergence,
     standard_normal_logprob,
 )
@@ -71,12 +73,16 @@ from .problems import linear_solution, random_stable_matrix, toy_dynamics, toy_s
 from .regularisers import (
     RNODE,
     BoundedField,
+    RegularisedCNFField,
     RegularisedField,
+    cnf_initial_state,
+    cnf_nll,
     initial_state,
     jacobian_frobenius,
     kinetic_energy,
     rademacher,
     sample_end_time,
+    train_cnf,
 )
 from .solvers import METHODS, SolveStats, Stats, odeint
 from .training import (
@@ -111,5 +117,6 @@ __all__ = [
     "kinetic_energy", "rademacher", "sample_end_time", "regularised_window_loss",
     "AdjointExplorer", "StepSizeExplorer", "AdjointPass", "ExactAdjoint", "StepRecord",
     "adjoint_pass", "exact_adjoint", "oscillator_matrix", "record_steps", "toy_steps",
-    "plot_adjoint_pass", "plot_steps",
+    "plot_adjoint_pass", "plot_steps", "FlowFit", "fit_flow", "RegularisedCNFField",
+    "cnf_initial_state", "cnf_nll", "train_cnf",
 ]
