@@ -23,15 +23,22 @@ class ODENet(nn.Module):
     ``forward(t, z)``: ``z`` has shape ``(..., D)``; ``t`` is a 0-d tensor or a tensor
     broadcastable to ``z.shape[:-1]`` (one time per sample, used when windows are rescaled);
     returns ``(..., D)``.
+
+    ``time_input="sincos"`` feeds :math:`(\sin t, \cos t)` instead of :math:`t` (one input
+    more): the field then repeats every :math:`2\pi` in t, whatever the weights.
     """
 
     def __init__(self, state_dim: int = 1, hidden=(50, 75), activation=nn.GELU,
-                 time_dependent: bool = True):
+                 time_dependent: bool = True, time_input: str = "t"):
         super().__init__()
+        if time_input not in ("t", "sincos"):
+            raise ValueError(f"time_input must be 't' or 'sincos', got {time_input!r}")
         self.state_dim = state_dim
         self.hidden = tuple(hidden)
         self.time_dependent = time_dependent
-        widths = (state_dim + int(time_dependent), *self.hidden)
+        self.time_input = time_input
+        n_time = (2 if time_input == "sincos" else 1) if time_dependent else 0
+        widths = (state_dim + n_time, *self.hidden)
         layers = []
         for w_in, w_out in zip(widths[:-1], widths[1:]):
             layers += [nn.Linear(w_in, w_out), activation()]
@@ -46,13 +53,15 @@ class ODENet(nn.Module):
             return self.net(z)
         t = torch.as_tensor(t, dtype=z.dtype, device=z.device)
         tt = t.expand(z.shape[:-1]).unsqueeze(-1)
+        if self.time_input == "sincos":
+            tt = torch.cat([torch.sin(tt), torch.cos(tt)], dim=-1)
         return self.net(torch.cat([z, tt], dim=-1))
 
     def config(self) -> dict:
         """Constructor arguments (the activation by class name), for :func:`save_model`."""
         act = self.net[1].__class__.__name__ if len(self.net) > 1 else "GELU"
         return dict(state_dim=self.state_dim, hidden=list(self.hidden), activation=act,
-                    time_dependent=self.time_dependent)
+                    time_dependent=self.time_dependent, time_input=self.time_input)
 
 
 class LinearODE(nn.Module):

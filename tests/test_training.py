@@ -1,5 +1,6 @@
 """Batched training on the seed's toy problem: rescaling, loss, interruption, save/load."""
 
+import pytest
 import torch
 
 import neuralode_helpers as nh
@@ -119,3 +120,21 @@ def test_train_applies_the_schedule_and_solver_options():
     t0, c = torch.zeros(3), torch.zeros(3)
     nh.window_loss(model, t0, c, method="rk4", options={"step_size": 0.25}, stats=stats)
     assert stats.forward.nfe == 16  # 4 rk4 steps of 4 evaluations on s in [0, 1]
+
+
+def test_sincos_time_input_is_periodic_and_survives_save_and_load(tmp_path):
+    torch.manual_seed(0)
+    model = nh.ODENet(time_input="sincos")
+    assert model.net[0].in_features == 3  # z, sin t, cos t
+    z = torch.randn(5, 1)
+    t = torch.linspace(-1, 3, 5)
+    assert torch.allclose(model(t, z), model(t + 2 * torch.pi, z), atol=1e-5)
+    assert not torch.allclose(model(t, z), model(t, z + 1.0))  # it still sees z
+    path = tmp_path / "model.pt"
+    nh.save_model(model, path)
+    assert torch.equal(nh.load_model(path)(t, z), model(t, z))
+
+
+def test_time_input_must_be_t_or_sincos():
+    with pytest.raises(ValueError, match="time_input"):
+        nh.ODENet(time_input="fourier")

@@ -21,4 +21,4 @@ class SinCosField(nn.Module):
 
 check_sincos_field(SinCosField)
 
-# To train it with the recipe of notebook 03: train(SinCosField(), **RECIPE).
+# To train it with the recipe of notebook 03: train(SinCosField(), **SINCOS_RECIPE).
