@@ -100,6 +100,6 @@ def test_augmented_node_backprop_and_adjoint_give_the_same_gradient():
                           adjoint=adjoint).double()
         m(x).pow(2).sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
-        graphs.append(saved_tensor_bytes(lambda: m(x), exclude=list(m.parameters()))[1])
+        graphs.append(saved_tensor_bytes(lambda m=m: m(x), exclude=list(m.parameters()))[1])
     assert torch.allclose(grads[0], grads[1], rtol=1e-5, atol=1e-8)
     assert graphs[1] > 3 * graphs[0]
