@@ -100,12 +100,14 @@ class AugmentedNODE(nn.Module):
     ``forward(x)`` with ``x`` ``(B, d)`` returns the final state ``(B, d+p)``;
     ``readout`` (``None`` or a ``Linear(d+p, out_dim)``) is applied if set.
     ``trajectory(x, t)`` returns the whole path ``(T, B, d+p)`` for plots.
-    Solved with fixed-step RK4 (``n_steps`` steps on [0, 1]), gradients by the adjoint.
+    Solved with fixed-step RK4 (``n_steps`` steps on [0, 1]); gradients by the adjoint, or
+    with ``adjoint=False`` by backprop through the RK4 steps (the same gradient up to the
+    solver's error, and faster for these small problems; the graph grows with ``n_steps``).
     """
 
-    def __init__(self, dim=2, augment=0, hidden=32, out_dim=None, n_steps=20):
+    def __init__(self, dim=2, augment=0, hidden=32, out_dim=None, n_steps=20, adjoint=True):
         super().__init__()
-        self.dim, self.augment = dim, augment
+        self.dim, self.augment, self.adjoint = dim, augment, adjoint
         self.field = ODENet(dim + augment, hidden=(hidden, hidden), activation=nn.Tanh)
         self.readout = None if out_dim is None else nn.Linear(dim + augment, out_dim)
         self.options = {"step_size": 1.0 / n_steps}
@@ -114,7 +116,7 @@ class AugmentedNODE(nn.Module):
         return torch.cat([x, x.new_zeros(*x.shape[:-1], self.augment)], dim=-1)
 
     def trajectory(self, x, t):
-        solve = odeint_adjoint if torch.is_grad_enabled() else odeint
+        solve = odeint_adjoint if (self.adjoint and torch.is_grad_enabled()) else odeint
         return solve(self.field, self.lift(x), t, method="rk4", options=self.options)
 
     def forward(self, x):

@@ -79,17 +79,21 @@ class LatentODE(nn.Module):
     r"""Encoder :class:`RecognitionGRU`, latent field f (an autonomous MLP,
     :class:`~neuralode_helpers.ODENet` with ELU) and decoder g (MLP latent → obs).
 
-    ``latent_path(z0, t)`` solves the latent ODE on the grid ``t`` ``(T,)`` with fixed-step
-    RK4 (``step_size``) and returns ``(B, T, L)``; ``decode(z0, t)`` maps it to
-    ``(B, T, D)``.
+    ``latent_path(z0, t)`` solves the latent ODE on the grid ``t`` ``(T,)`` with a fixed-step
+    solver (``method``, RK4 by default, or e.g. ``"midpoint"``, which evaluates f two times per
+    step instead of four; steps of at most ``step_size``) and returns ``(B, T, L)``;
+    ``decode(z0, t)`` maps it to ``(B, T, D)``. Training and prediction use the same steps.
     """
 
     def __init__(self, obs_dim: int = 2, latent_dim: int = 4, hidden: int = 20,
                  rnn_hidden: int = 25, step_size: float = 0.2, adjoint: bool = True,
-                 origin_gap: bool = True):
+                 origin_gap: bool = True, method: str = "rk4"):
         super().__init__()
+        if method not in ("euler", "midpoint", "rk4"):
+            raise ValueError(f"LatentODE: method must be a fixed-step solver, 'euler', "
+                             f"'midpoint' or 'rk4', got {method!r}")
         self.latent_dim = latent_dim
-        self.step_size = step_size
+        self.step_size, self.method = step_size, method
         self.adjoint = adjoint
         self.encoder = RecognitionGRU(obs_dim, rnn_hidden, latent_dim, origin_gap)
         self.field = ODENet(latent_dim, hidden=(hidden, hidden), activation=nn.ELU,
@@ -99,7 +103,7 @@ class LatentODE(nn.Module):
 
     def latent_path(self, z0, t):
         solve = odeint_adjoint if (self.adjoint and torch.is_grad_enabled()) else odeint
-        zs = solve(self.field, z0, t, method="rk4", options={"step_size": self.step_size})
+        zs = solve(self.field, z0, t, method=self.method, options={"step_size": self.step_size})
         return zs.transpose(0, 1)
 
     def decode(self, z0, t):

@@ -83,3 +83,25 @@ def test_encoder_sees_the_time_of_the_first_observation():
         mu, _ = model.encoder(x_obs, t[idx])
         mu_late, _ = model.encoder(x_obs, t[idx] + 0.5)
         assert (not torch.allclose(mu, mu_late)) == changes
+
+
+def test_latent_path_takes_a_fixed_step_method_and_refuses_others():
+    torch.manual_seed(0)
+    t = torch.linspace(0, 2, 9)
+    z0 = torch.randn(5, 3)
+    paths = {}
+    for method in ("rk4", "midpoint"):
+        torch.manual_seed(1)
+        model = LatentODE(latent_dim=3, hidden=8, rnn_hidden=8, step_size=0.05, method=method)
+        with torch.no_grad():
+            paths[method] = model.latent_path(z0, t)
+    assert paths["rk4"].shape == (5, 9, 3)
+    # two solvers of the same field: close for small steps, but not the same computation
+    assert torch.allclose(paths["rk4"], paths["midpoint"], atol=1e-3)
+    assert not torch.equal(paths["rk4"], paths["midpoint"])
+    try:
+        LatentODE(method="dopri5")
+    except ValueError as err:
+        assert "fixed-step" in str(err) and "dopri5" in str(err)
+    else:
+        raise AssertionError("an adaptive method was accepted")
