@@ -35,23 +35,14 @@ class ErrorNorm:
 
     def __call__(self, err, y0, y1=None):
         y1 = y0 if y1 is None else y1
-        single = not self.segments or len(self.segments) == 1
-        if self.custom is None and not single and self.n_counted == 1:
-            # Only the first part counts (the adjoint's seminorm): scale only that part.
-            head = self.segments[0]
-            err, y0, y1 = (x.reshape(-1)[:head] for x in (err, y0, y1))
-            single = True
-        # In place on fresh tensors (the norm is never differentiated): fewer allocations.
-        scale = torch.maximum(y0.detach().abs(), y1.detach().abs()).mul_(self.rtol).add_(
-            self.atol)
-        scaled = err.detach() / scale
+        scaled = err / (self.atol + self.rtol * torch.maximum(y0.abs(), y1.abs()))
         if self.custom is not None:
             return float(self.custom(scaled))
         flat = scaled.reshape(-1)
         if flat.numel() == 0:
             return 0.0
-        if single:
-            return torch.linalg.vector_norm(flat).item() / math.sqrt(flat.numel())
+        if not self.segments or len(self.segments) == 1:
+            return flat.pow(2).mean().sqrt().item()
         parts = flat.split(list(self.segments))[: self.n_counted]
         return torch.stack([p.pow(2).mean().sqrt() for p in parts if p.numel()]).max().item()
 

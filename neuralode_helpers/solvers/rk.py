@@ -51,30 +51,19 @@ def rk_step(f, tab: ButcherTableau, t, h, y, k1):
 def error_estimate(tab: ButcherTableau, h, ks):
     r"""The local error estimate :math:`h \sum_i e_i k_i` of an adaptive step."""
     acc = _combine(tab.e, ks)
-    # h * acc directly: no zero tensor to add it to (one allocation and one op per step less)
-    return torch.zeros_like(ks[0]) if acc is None else acc * h
+    return torch.zeros_like(ks[0]) if acc is None else _axpy(torch.zeros_like(acc), h, acc)
 
 
 def dense_output(tab: ButcherTableau, y, ks, h, theta):
     r""":math:`y(t + \theta h) \approx y + h \sum_i k_i \sum_m P_{im} \theta^{m+1}`, for
     θ in [0, 1] (``theta`` a float or 0-d tensor)."""
-    rows = [(row, k) for row, k in zip(tab.dense, ks) if any(row)]
-    if not isinstance(theta, torch.Tensor) and not isinstance(h, torch.Tensor):
-        # Python floats: the weights b_i(θ) h are numbers, one fused add per stage.
-        out = y
-        for row, k in rows:
-            w = h * sum(c * theta ** (m + 1) for m, c in enumerate(row) if c)
-            out = torch.add(out, k, alpha=w)
-        return out
-    # Tensors (theta carries the gradient to t): the weights as one small matrix product
-    # instead of a few 0-d tensor operations per coefficient, then one product with the
-    # stacked stages.
-    P = torch.tensor([row for row, _ in rows], dtype=y.dtype, device=y.device)
-    powers = torch.as_tensor(theta, dtype=y.dtype, device=y.device) ** torch.arange(
-        1, 5, dtype=y.dtype, device=y.device)
-    w = (P @ powers) * h
-    K = torch.stack([k.reshape(-1) for _, k in rows])
-    return y + (w @ K).view_as(y)
+    powers = (theta, theta * theta, theta ** 3, theta ** 4)
+    out = y
+    for row, k in zip(tab.dense, ks):
+        if any(row):
+            w = sum(c * p for c, p in zip(row, powers) if c)
+            out = out + (h * w) * k
+    return out
 
 
 def checkpointed_rk_step(f, tab, t, h, y, k1):
