@@ -501,14 +501,16 @@ def attempts(grad_rows):
         "slower, with more memory: the default stays.",
         "- **per-step checkpointing** for the exact gradient: "
         f"{vs(steps, base_bp)}: it trades time for memory, as it should; not a speed-up.",
-        "- **fewer allocations and operations per step** (kept, commit \"Solver trims\"): the "
+        "- **fewer allocations and operations per step** (tried, then reverted): the "
         "error estimate without a zero tensor, the error scale in place and one "
         "`vector_norm` (the seminorm scales only the counted part), the dense output's "
         "weights as one matrix product. Measured before/after in one process (30 "
         "alternating runs, median CPU ms, IQR in brackets): default adjoint 167.3 "
         "(157-178) -> 167.1 (149-177), interpolated adjoint 182.4 (167-198) -> 173.7 "
         "(157-181), backprop 67.3 (64-74) -> 65.9 (52-71): at most a few per cent, inside "
-        "the noise of this shared machine; the gradients are unchanged.",
+        "the noise of this shared machine; the gradients equal to round-off. Reverted: the "
+        "new round-off sent notebook 03's (chaotic) training to another fit, for no "
+        "measurable gain.",
         "- **`torch.compile`** of the vector field (and so of every stage that calls it) and "
         "**`torch.func.vjp`** for the augmented dynamics: measured by "
         "`benchmarks/bench_attempts.py` ([attempts_latest.md](attempts_latest.md)); both "
