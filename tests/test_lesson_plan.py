@@ -21,7 +21,7 @@ NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 # The plan, in its order: (minutes, notebook prefix, section numbers; None = the whole notebook).
 LESSON_PLAN = [
     ("0–12", "00", [2, 4]),
-    ("12–35", "01", [1, 2, 3, 6]),
+    ("12–35", "01", [1, 2, 3, 6, 7]),
     ("35–40", None, None),  # questions, a break
     ("40–55", "02", [2]),
     ("55–75", "03", None),
