@@ -34,17 +34,15 @@ scale :math:`s > 0`, so that :math:`\|f\|_\infty \le s` whatever the weights of 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .adjoint import odeint_adjoint
 from .cnf import standard_normal_logprob
-from .solvers import Stats, odeint
+from .solvers import odeint
 
 
 def _check_tensor(name: str, x) -> torch.Tensor:
@@ -410,7 +408,7 @@ def train_cnf(field, data, *, steps: int = 100, batch_size: int = 128, lr: float
     (``losses``, at the training tolerance), the forward and backward NFE, RNODE's terms and
     STEER's end times when used, and the wall time. Ctrl-C stops cleanly (``interrupted``).
     """
-    from .training import TrainResult, lr_factor  # training imports this module
+    from .training import TrainResult, lr_factor, optimise  # training imports this module
 
     if not isinstance(field, nn.Module) or not hasattr(field, "net") or not hasattr(field,
                                                                                     "dim"):
@@ -433,46 +431,17 @@ def train_cnf(field, data, *, steps: int = 100, batch_size: int = 128, lr: float
     generator = torch.Generator().manual_seed(seed)
     # probes and end times: their own stream, so that the batches match a plain run's
     extra = torch.Generator().manual_seed(seed + 7919)
-    opt = torch.optim.Adam(field.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: lr_factor(k, steps, lr, lr_final, schedule, warmup))
-    result, stats = TrainResult(), Stats()
-    bar = tqdm(range(steps), desc="training CNF", disable=not progress, leave=False)
-    start = time.perf_counter()
-    try:
-        for step in bar:
-            x = data[torch.randint(0, len(data), (batch_size,), generator=generator)]
-            end = 1.0 if steer is None else sample_end_time(0.0, 1.0, steer, extra)
-            eps = None
-            if regulariser is not None:
-                eps = regulariser.probes(x.shape, extra, x.dtype, x.device)
-            opt.zero_grad()
-            nll, kinetic, jacobian = cnf_nll(field, x, regulariser=regulariser, eps=eps, end=end,
-                                             adjoint=adjoint, method=method, rtol=rtol,
-                                             atol=atol, options=options, stats=stats)
-            value = nll.item()
-            # Checked before the step: a non-finite loss must not reach the weights.
-            if not math.isfinite(value):
-                raise FloatingPointError(f"NLL became {value} at step {step}: try a smaller lr")
-            loss = nll
-            if regulariser is not None:
-                result.kinetic.append(kinetic.item())
-                result.jacobian.append(jacobian.item())
-                loss = loss + regulariser.kinetic * kinetic + regulariser.jacobian * jacobian
-            if steer is not None:
-                result.end_times.append(end)
-            loss.backward()
-            opt.step()
-            sched.step()
-            result.losses.append(value)
-            result.nfe_forward.append(stats.forward.nfe)
-            result.nfe_backward.append(stats.backward.nfe)
-            bar.set_postfix(nll=f"{value:.3f}", refresh=False)
-            if callback is not None:
-                callback(step, value)
-    except KeyboardInterrupt:
-        result.interrupted = True
-    finally:
-        bar.close()
-        result.seconds += time.perf_counter() - start
-    return result
+
+    def batch_loss(end, stats):
+        x = data[torch.randint(0, len(data), (batch_size,), generator=generator)]
+        eps = None
+        if regulariser is not None:
+            eps = regulariser.probes(x.shape, extra, x.dtype, x.device)
+        return cnf_nll(field, x, regulariser=regulariser, eps=eps, end=end, adjoint=adjoint,
+                       method=method, rtol=rtol, atol=atol, options=options, stats=stats)
+
+    return optimise(field.parameters(), batch_loss, TrainResult(), steps=steps, lr=lr,
+                    lr_final=lr_final, schedule=schedule, warmup=warmup,
+                    weight_decay=weight_decay, regulariser=regulariser, steer=steer,
+                    extra=extra, progress=progress, callback=callback, name="NLL", fmt=".3f",
+                    desc="training CNF")

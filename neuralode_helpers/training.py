@@ -177,33 +177,59 @@ def train(model, *, steps=300, batch_size=100, lr=1e-2, lr_final=1e-3, weight_de
     generator = torch.Generator().manual_seed(seed)
     # probes and end times: their own stream, so that the windows match a plain run's
     extra = torch.Generator().manual_seed(seed + 7919)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: lr_factor(k, steps, lr, lr_final, schedule, warmup))
     first = next(model.parameters())
     result = TrainResult() if result is None else result
+
+    def batch_loss(end, stats):
+        # sampled on the CPU (one generator, same windows on any device), then moved
+        t0, c = sample_windows(batch_size, generator, t0_range, c_range, first.dtype)
+        t0, c = t0.to(first.device), c.to(first.device)
+        eps = None
+        if regulariser is not None:
+            eps = regulariser.probes((batch_size, model_dim(model)), extra, first.dtype,
+                                     first.device)
+        return regularised_window_loss(
+            model, t0, c, regulariser=regulariser, eps=eps, end=end, window=window,
+            n_obs=n_obs, adjoint=adjoint, method=method, rtol=rtol, atol=atol,
+            options=options, stats=stats)
+
+    return optimise(model.parameters(), batch_loss, result, steps=steps, lr=lr,
+                    lr_final=lr_final, schedule=schedule, warmup=warmup,
+                    weight_decay=weight_decay, regulariser=regulariser, steer=steer,
+                    extra=extra, progress=progress, callback=callback)
+
+
+def optimise(params, batch_loss, result, *, steps, lr, lr_final, schedule, warmup,
+             weight_decay, regulariser, steer, extra, progress, callback, name="loss",
+             fmt=".2e", desc="training"):
+    r"""The loop that :func:`train` and :func:`~neuralode_helpers.train_cnf` share: ``steps``
+    steps of Adam on ``params`` with the learning rate of :func:`lr_factor`.
+
+    Each step draws STEER's end time s₁ from ``extra`` (1 without ``steer``), calls
+    ``batch_loss(s₁, stats)`` for the fit term and RNODE's two terms of a fresh batch, and
+    minimises the fit term plus :math:`\lambda_K` times the kinetic and :math:`\lambda_J`
+    times the Jacobian term. Appends to ``result`` (a :class:`TrainResult`) per step: the
+    fit term, the cumulative forward and backward NFE, RNODE's terms and the end times when
+    used; adds the wall time. A non-finite fit term stops before it reaches the weights
+    (FloatingPointError naming ``name``; the progress bar shows it with ``fmt``); Ctrl-C
+    stops cleanly (``result.interrupted``).
+    """
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: lr_factor(k, steps, lr, lr_final, schedule, warmup))
     stats = Stats()
-    bar = tqdm(range(steps), desc="training", disable=not progress, leave=False)
+    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
     start = time.perf_counter()
     try:
         for step in bar:
-            # sampled on the CPU (one generator, same windows on any device), then moved
-            t0, c = sample_windows(batch_size, generator, t0_range, c_range, first.dtype)
-            t0, c = t0.to(first.device), c.to(first.device)
             opt.zero_grad()
             end = 1.0 if steer is None else sample_end_time(0.0, 1.0, steer, extra)
-            eps = None
-            if regulariser is not None:
-                eps = regulariser.probes((batch_size, model_dim(model)), extra, first.dtype,
-                                         first.device)
-            loss, kinetic, jacobian = regularised_window_loss(
-                model, t0, c, regulariser=regulariser, eps=eps, end=end, window=window,
-                n_obs=n_obs, adjoint=adjoint, method=method, rtol=rtol, atol=atol,
-                options=options, stats=stats)
+            loss, kinetic, jacobian = batch_loss(end, stats)
             value = loss.item()
             # Checked before the step: a non-finite loss must not reach the weights.
             if not math.isfinite(value):
-                raise FloatingPointError(f"loss became {value} at step {step}: try a smaller lr")
+                raise FloatingPointError(f"{name} became {value} at step {step}: try a "
+                                         "smaller lr")
             if regulariser is not None:
                 result.kinetic.append(kinetic.item())
                 result.jacobian.append(jacobian.item())
@@ -217,7 +243,7 @@ def train(model, *, steps=300, batch_size=100, lr=1e-2, lr_final=1e-3, weight_de
             result.losses.append(value)
             result.nfe_forward.append(stats.forward.nfe)
             result.nfe_backward.append(stats.backward.nfe)
-            bar.set_postfix(loss=f"{value:.2e}", refresh=False)
+            bar.set_postfix({name.lower(): format(value, fmt)}, refresh=False)
             if callback is not None:
                 callback(step, value)
     except KeyboardInterrupt:
