@@ -243,6 +243,29 @@ class _Explorer:
     def _ipython_display_(self):
         display(self.widget)
 
+    # -- controls ----------------------------------------------------------------------------
+    _syncing = False
+
+    def _watch(self, *controls):
+        # A control the reader moves redraws the figure.
+        for w in controls:
+            w.observe(self._on_change, names="value")
+
+    def _on_change(self, change):
+        if not self._syncing:
+            self._redraw()
+
+    def _set_controls(self, pairs):
+        """Give each control of ``pairs`` (control, value) its value, then redraw once;
+        returns the figure."""
+        self._syncing = True  # the controls' observers must not redraw a second time
+        try:
+            for w, value in pairs:
+                w.value = value
+        finally:
+            self._syncing = False
+        return self._redraw()
+
 
 class AdjointExplorer(_Explorer):
     r"""The adjoint method's backward solve, step by step, on the damped oscillator
@@ -288,19 +311,21 @@ class AdjointExplorer(_Explorer):
         self.widget = widgets.VBox([
             widgets.HBox([self.time_slider, self.restore_box]),
             widgets.HBox(controls), self.output])
-        self._syncing = False
-        for w in (self.time_slider, *controls, self.restore_box):
-            w.observe(self._on_change, names="value")
+        self._watch(self.time_slider, *controls, self.restore_box)
         self.update()
+
+    @staticmethod
+    def _key(damping, n_obs, rtol, restore):
+        return (round(float(damping), 6), int(n_obs), float(f"{rtol:.3g}"), bool(restore))
 
     def setting(self):
         """The current (damping, n_obs, rtol, restore), as the cache keys it."""
-        return (round(float(self.damping_slider.value), 6), int(self.n_obs_slider.value),
-                float(f"{self.rtol_slider.value:.3g}"), bool(self.restore_box.value))
+        return self._key(self.damping_slider.value, self.n_obs_slider.value,
+                         self.rtol_slider.value, self.restore_box.value)
 
     def compute(self, damping, n_obs, rtol, restore):
         """``(run, exact, summary)`` for one setting, computed once."""
-        key = (round(float(damping), 6), int(n_obs), float(f"{rtol:.3g}"), bool(restore))
+        key = self._key(damping, n_obs, rtol, restore)
         if key not in self.cache:
             A = oscillator_matrix(damping, self.stiffness)
             t = observation_times(self.t_end, int(n_obs))
@@ -323,21 +348,12 @@ class AdjointExplorer(_Explorer):
         if unknown:
             raise TypeError(f"unknown setting(s) {sorted(unknown)}: use damping, n_obs, rtol, "
                             "restore")
-        self._syncing = True  # the controls' observers must not redraw a second time
-        try:
-            for name, w in [("damping", self.damping_slider), ("n_obs", self.n_obs_slider),
-                            ("rtol", self.rtol_slider), ("restore", self.restore_box)]:
-                if name in setting:
-                    w.value = setting[name]
-            if t is not None:
-                self.time_slider.value = float(t)
-        finally:
-            self._syncing = False
-        return self._redraw()
-
-    def _on_change(self, change):
-        if not self._syncing:
-            self._redraw()
+        pairs = [(w, setting[name]) for name, w in [
+            ("damping", self.damping_slider), ("n_obs", self.n_obs_slider),
+            ("rtol", self.rtol_slider), ("restore", self.restore_box)] if name in setting]
+        if t is not None:
+            pairs.append((self.time_slider, float(t)))
+        return self._set_controls(pairs)
 
     def _moving(self):
         if isinstance(getattr(self, "run", None), Exception):
@@ -386,9 +402,7 @@ class StepSizeExplorer(_Explorer):
         self.output = widgets.Output()
         self.widget = widgets.VBox([widgets.HBox([self.rtol_slider, self.method_menu]),
                                     self.output])
-        self._syncing = False
-        for w in (self.rtol_slider, self.method_menu):
-            w.observe(self._on_change, names="value")
+        self._watch(self.rtol_slider, self.method_menu)
         self.update()
 
     def compute(self, method, rtol):
@@ -405,19 +419,10 @@ class StepSizeExplorer(_Explorer):
     def update(self, method=None, rtol=None):
         """Show ``method`` at ``rtol`` (None: keep the current one); moves the controls,
         redraws once, returns the figure."""
-        self._syncing = True
-        try:
-            if method is not None:
-                self.method_menu.value = method
-            if rtol is not None:
-                self.rtol_slider.value = float(rtol)
-        finally:
-            self._syncing = False
-        return self._redraw()
-
-    def _on_change(self, change):
-        if not self._syncing:
-            self._redraw()
+        pairs = [] if method is None else [(self.method_menu, method)]
+        if rtol is not None:
+            pairs.append((self.rtol_slider, float(rtol)))
+        return self._set_controls(pairs)
 
     def _redraw(self):
         method, rtol = self.method_menu.value, self.rtol_slider.value
