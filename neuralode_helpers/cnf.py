@@ -195,6 +195,7 @@ def fit_flow(model: nn.Module, x: torch.Tensor, *, steps: int, lr: float,
         raise ValueError(f"need steps >= 1, batch_size >= 1, lr > 0 and 0 < lr_final_ratio <= "
                          f"1, got steps={steps}, batch_size={batch_size}, lr={lr}, "
                          f"lr_final_ratio={lr_final_ratio}")
+    x = x.to(next(model.parameters()).dtype)  # float64 data for a float32 model, say
     generator = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr_final_ratio * lr)

@@ -416,6 +416,7 @@ def train_cnf(field, data, *, steps: int = 100, batch_size: int = 128, lr: float
     _check_tensor("data", data)
     if data.dim() != 2 or data.shape[-1] != field.dim:
         raise ValueError(f"data must have shape (N, {field.dim}), got {tuple(data.shape)}")
+    data = data.to(next(field.parameters()).dtype)  # float64 data for a float32 field, say
     if regulariser is not None and not isinstance(regulariser, RNODE):
         raise TypeError(f"regulariser must be an RNODE or None, got "
                         f"{type(regulariser).__name__}")

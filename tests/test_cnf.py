@@ -155,3 +155,14 @@ def test_cnf_log_prob_counts_field_evaluations():
     # four RK4 steps of four stages, forwards and (the adjoint) backwards
     assert stats.forward.nfe == 16
     assert stats.backward.nfe == 16
+
+
+def test_fit_flow_takes_float64_data_for_a_float32_model():
+    # The data meet the model's dtype: the same losses as with the data cast by hand.
+    x = two_moons(200, seed=0)
+    runs = []
+    for data in (x, x.double()):
+        torch.manual_seed(0)
+        flow = PlanarFlow(dim=2, n_layers=4, init_scale=0.5)
+        runs.append(fit_flow(flow, data, steps=3, lr=5e-2, batch_size=32, progress=False).losses)
+    assert runs[0] == runs[1]

@@ -393,3 +393,14 @@ def test_cnf_helpers_reject_bad_inputs():
         RegularisedCNFField(field, torch.ones(3, 3))
     with pytest.raises(TypeError, match="tuple"):
         RegularisedCNFField(field)(torch.tensor(0.0), torch.zeros(3, 3))
+
+
+def test_train_cnf_takes_float64_data_for_a_float32_field():
+    # The data meet the field's dtype: the same NLLs as with float32 data.
+    data = nh.two_moons(200, seed=0)
+    runs = []
+    for x in (data, data.double()):
+        torch.manual_seed(0)
+        runs.append(train_cnf(nh.CNFField(2, hidden=8), x, steps=2, batch_size=16, rtol=1e-3,
+                              atol=1e-3, progress=False).losses)
+    assert runs[0] == runs[1]
