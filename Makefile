@@ -102,6 +102,7 @@ run: install
 bench: install
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/bench_adjoint.py
+	$(BIN)/python benchmarks/bench_floor.py
 
 # The executed series as static HTML pages in _build/book/ (open _build/book/index.html).
 book: $(STUDENT)

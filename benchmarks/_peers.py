@@ -101,24 +101,36 @@ def diffrax_methods(field, z0, t, target, rtol, atol):
     ts = jnp.asarray(t.numpy())
     tgt = jnp.asarray(target.numpy())
 
-    def mlp(p, z):  # the same 2-64-64-2 tanh network, torch's (out, in) weight layout
+    calls = [0]
+
+    def mlp(p, z, count=False):  # the same 2-64-64-2 tanh network, torch's (out, in) layout
+        if count:  # a host callback per call of the field, in the counting build only
+            jax.debug.callback(lambda: calls.__setitem__(0, calls[0] + 1))
         w1, b1, w2, b2, w3, b3 = p
         h = jnp.tanh(z @ w1.T + b1)
         h = jnp.tanh(h @ w2.T + b2)
         return h @ w3.T + b3
 
-    term = diffrax.ODETerm(lambda tt, z, p: mlp(p, z))
     # pcoeff=0, icoeff=1: the integral controller, as ours, torchdiffeq's and torchode's
     controller = diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.0, icoeff=1.0,
                                        safety=0.9, factormin=0.2, factormax=10.0)
 
-    def solve(p, z, adjoint):
+    def solve(p, z, adjoint, count=False):
+        term = diffrax.ODETerm(lambda tt, zz, pp: mlp(pp, zz, count))
         return diffrax.diffeqsolve(term, diffrax.Dopri5(), ts[0], ts[-1], None, z, args=p,
                                    saveat=diffrax.SaveAt(ts=ts), stepsize_controller=controller,
                                    adjoint=adjoint, max_steps=4096)
 
-    def loss(p, z, adjoint):
-        return jnp.mean((solve(p, z, adjoint).ys - tgt) ** 2)
+    def loss(p, z, adjoint, count=False):
+        return jnp.mean((solve(p, z, adjoint, count).ys - tgt) ** 2)
+
+    def count_calls(fn):
+        """Calls of the field in one run of fn (compiled separately, with the callback)."""
+        fn = jax.jit(fn)
+        jax.block_until_ready(fn(params, y0))
+        calls[0] = 0
+        jax.block_until_ready(fn(params, y0))
+        return calls[0]
 
     methods, compile_s = {}, {}
     for name, kind, adjoint in [
@@ -130,14 +142,18 @@ def diffrax_methods(field, z0, t, target, rtol, atol):
         start = time.perf_counter()
         grad = grad.lower(params, y0).compile()
         compile_s[name] = time.perf_counter() - start
-        fwd = jax.jit(lambda p, z, a=adjoint: solve(p, z, a).stats)(params, y0)
-        # FSAL dopri5: 6 new evaluations per step tried, 1 at the start, 2 to choose dt0
-        nfe_fwd = 6 * int(fwd["num_steps"]) + 3
+        # Calls of the field, counted like the torch libraries' (a wrapper that counts): the
+        # forward solve, and the backsolve's backward solve, a plain loop in which each
+        # evaluation of the augmented dynamics calls the field once. Not the backward of
+        # backprop through diffrax's loop: there JAX does not run the callback once per call.
+        nfe_fwd = count_calls(lambda p, z, a=adjoint: loss(p, z, a, True))
+        nfe_bwd = None if kind != "adjoint" else count_calls(jax.grad(
+            lambda p, z, a=adjoint: loss(p, z, a, True), argnums=(0, 1))) - nfe_fwd
 
-        def run(grad=grad, nfe_fwd=nfe_fwd):
+        def run(grad=grad, nfe_fwd=nfe_fwd, nfe_bwd=nfe_bwd):
             (gp, gz), wall, cpu = _timed(lambda: jax.block_until_ready(grad(params, y0)))
             flat = np.concatenate([np.asarray(g).reshape(-1) for g in gp])
-            return flat, np.asarray(gz), nfe_fwd, None, wall, cpu
+            return flat, np.asarray(gz), nfe_fwd, nfe_bwd, wall, cpu
 
         methods[name] = ("diffrax", kind, run)
     return methods, [], compile_s

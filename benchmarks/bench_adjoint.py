@@ -400,8 +400,9 @@ def report(grad_rows, info, train_rows, repeats, steps, n_seed, quick):
         f"library. Time: median CPU time of {repeats} runs after one warm-up, the methods "
         "taking turns (IQR/median: the spread of those runs; wall: median wall time, which on "
         "a shared machine also counts the waits for a core). NFE: calls of the vector field, "
-        "counted by wrapping it (diffrax: 6 per step tried + 3, from its step count; its "
-        "backward is not counted). Saved: memory of the tensors the autograd graph keeps "
+        "counted by wrapping it (diffrax: by a host callback in the field, in a separately "
+        "compiled copy; its backsolve's backward calls the field once per evaluation of the "
+        "augmented dynamics). Saved: memory of the tensors the autograd graph keeps "
         "for backward after the forward pass (parameters excluded; `saved_tensor_bytes`; "
         "torch libraries with our solve signature only). "
         "Errors: relative 2-norm error against a float64 reference (backprop "
@@ -521,8 +522,26 @@ def attempts(grad_rows):
         "against 660-690 us of CPU in a micro-benchmark, some 6% of the adjoint's time at 70 "
         "backward evaluations, but through a private API "
         "(`Variable._execution_engine.run_backward`) whose signature changes between torch "
-        "releases: not kept.", "",
+        "releases: not kept.",
+        "- **a hand-written VJP of this MLP** (`benchmarks/bench_vjp_by_hand.py`): 1.3x "
+        "faster per evaluation of the augmented dynamics, for one architecture only: not kept.",
+        f"- **why the gap stays**: {per_call(ms, base_adj, 'diffrax BacksolveAdjoint (jit)')} "
+        "The field's own PyTorch kernels, written out by hand into preallocated tensors with "
+        "no solver and no autograd around them, cost about as much as diffrax's whole "
+        "gradient: `benchmarks/bench_floor.py`, [floor_latest.md](floor_latest.md).", "",
     ]
+
+
+def per_call(ms, ours, peer):
+    """Time per call of the field (forward + backward calls) of our adjoint and the peer's."""
+    if ours not in ms or peer not in ms or ms[peer]["nfe_bwd"] is None:
+        return "(diffrax not measured in this run.)"
+    a, b = ms[ours], ms[peer]
+    na, nb = a["nfe_fwd"] + a["nfe_bwd"], b["nfe_fwd"] + b["nfe_bwd"]
+    return (f"diffrax's backsolve calls the field {nb} times ({b['nfe_fwd']} + "
+            f"{b['nfe_bwd']}) to our {na} ({a['nfe_fwd']} + {a['nfe_bwd']}), yet takes "
+            f"{1e3 * b['ms'] / nb:.0f} µs per call against our {1e3 * a['ms'] / na:.0f}: "
+            "the gap is the cost of one evaluation, not the number of evaluations.")
 
 
 def main(argv=None):
