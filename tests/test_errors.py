@@ -199,3 +199,67 @@ def test_scipy_internal_failure_becomes_solver_error(monkeypatch):
 def test_errors_from_func_pass_through_scipy_unchanged():
     with pytest.raises(ValueError, match="returned shape"):
         nh.odeint(lambda t, z: z[:2], Z0, T, method="scipy:LSODA")
+
+
+def test_lists_and_arrays_say_how_to_convert(solver):
+    with pytest.raises(TypeError, match=r"got list: convert it first, e\.g\. torch\.tensor"):
+        solver(f, Z0, [0.0, 1.0])
+    with pytest.raises(TypeError, match=r"t must be a torch.Tensor, got ndarray: convert"):
+        solver(f, Z0, np.array([0.0, 1.0]))
+    with pytest.raises(TypeError, match=r"z0 must be a torch.Tensor, got ndarray: .*as_tensor"):
+        solver(f, np.ones(3), T)
+    with pytest.raises(TypeError, match=r"z0 must be a torch.Tensor, got float: convert"):
+        solver(f, 1.0, T)
+    with pytest.raises(ValueError, match=r"got shape \(\): the start and end times"):
+        solver(f, Z0, torch.tensor(1.0, dtype=F64))
+
+
+@pytest.mark.parametrize("dtype,hint", [
+    (torch.float16, "half precision"), (torch.bfloat16, "half precision"),
+    (torch.complex64, "view_as_real"), (torch.int32, r"z0\.float\(\)")])
+def test_only_float32_and_float64_states(solver, dtype, hint):
+    # half precision used to start and then fail as "non-finite"; complex and integer states
+    # are refused with what to do instead
+    with pytest.raises(TypeError, match=f"got {dtype}: .*{hint}"):
+        solver(f, torch.ones(3, dtype=dtype), T)
+    with pytest.raises(TypeError, match=f"t must be floating point .*got {torch.float16}"):
+        solver(f, Z0, T.half())
+
+
+class _NoTime(torch.nn.Module):
+    def forward(self, z):
+        return -z
+
+
+@pytest.mark.parametrize("func", [lambda z: -z, _NoTime()], ids=["lambda", "module"])
+def test_a_field_without_t_is_refused_before_solving(solver, func):
+    with pytest.raises(TypeError, match=r"func is called as func\(t, z\).*\(z\)"):
+        solver(func, Z0, T)
+
+
+def test_fields_that_take_t_and_z_in_any_form_pass_the_signature_check(solver):
+    class Field(torch.nn.Module):
+        def forward(self, *args):
+            return -args[1]
+
+    import functools
+
+    def with_default(t, z, scale=1.0):
+        return -scale * z
+
+    for func in (Field(), with_default, functools.partial(with_default, scale=2.0),
+                 lambda *a: -a[1]):
+        assert solver(func, Z0, T).shape == (2, 3)
+
+
+def test_a_dtype_mismatch_inside_func_says_what_to_do(solver):
+    A = torch.eye(3)  # float32, while the state is float64
+
+    with pytest.raises(TypeError, match=r"failed with z of dtype torch.float64: .*one dtype"):
+        solver(lambda t, z: A @ z, Z0, T)
+    # the tuple path too
+    with pytest.raises(TypeError, match=r"failed with z of dtype torch.float64"):
+        solver(lambda t, z: (A @ z[0], -z[1]), (Z0, Z0.clone()), T)
+    # other errors raised inside func pass through unchanged
+    with pytest.raises(RuntimeError, match="boom"):
+        solver(lambda t, z: (_ for _ in ()).throw(RuntimeError("boom")), Z0, T)

@@ -6,11 +6,13 @@ the check that a function's gradients will not be lost (``untracked_leaves``).
 
 from __future__ import annotations
 
+import inspect
 import numbers
 from dataclasses import dataclass
 
 import torch
 
+FLOAT_DTYPES = (torch.float32, torch.float64)
 FIXED_STEP_METHODS = ("euler", "midpoint", "rk4")
 ADAPTIVE_METHODS = ("adaptive_heun", "bosh3", "dopri5", "tsit5")
 SCIPY_METHODS = ("scipy:RK45", "scipy:RK23", "scipy:DOP853", "scipy:Radau", "scipy:BDF",
@@ -132,12 +134,25 @@ class State:
             shape, dtype = self.shapes[0], self.dtypes[0]
 
             def f(t, z):
-                return _check_output(func(t, z), shape, dtype, "")
+                try:
+                    out = func(t, z)
+                except RuntimeError as error:
+                    better = _with_context(error, z)
+                    if better is None:
+                        raise
+                    raise better from error
+                return _check_output(out, shape, dtype, "")
 
             return f
 
         def f_tuple(t, y):
-            out = func(t, self.unpack(y))
+            try:
+                out = func(t, self.unpack(y))
+            except RuntimeError as error:
+                better = _with_context(error, y)
+                if better is None:
+                    raise
+                raise better from error
             if not isinstance(out, (tuple, list)) or len(out) != len(self.shapes):
                 raise TypeError(f"func(t, z) must return a tuple of {len(self.shapes)} "
                                 f"tensors like z, got {type(out).__name__}")
@@ -191,24 +206,26 @@ def check_call(func, z0, t, method, rtol, atol, options) -> Call:
     for k, p in enumerate(parts):
         name = f"z0[{k}]" if isinstance(z0, tuple) else "z0"
         if not isinstance(p, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(p).__name__}")
-        if not p.is_floating_point():
-            raise TypeError(f"{name} must be floating point (float32 or float64), got "
-                            f"{p.dtype}")
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(p).__name__}"
+                            + _as_tensor_hint(p, "torch.as_tensor(z0, dtype=torch.float32)"))
+        _check_float(p, name)
         if not torch.isfinite(p.detach()).all():
             raise ValueError(f"{name} must be finite (it holds NaN or inf)")
         if p.device != parts[0].device:
             raise ValueError(f"every part of z0 must be on one device: z0[0] on "
                              f"{parts[0].device}, {name} on {p.device}")
     if not isinstance(t, torch.Tensor):
-        raise TypeError(f"t must be a torch.Tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"t must be floating point (float32 or float64), got {t.dtype}")
+        raise TypeError(f"t must be a torch.Tensor, got {type(t).__name__}"
+                        + _as_tensor_hint(t, "torch.tensor([0.0, 1.0]) or "
+                                             "torch.linspace(0, 1, 11)"))
+    _check_float(t, "t")
     if t.device != parts[0].device:
         raise ValueError(f"t and z0 must be on the same device: t on {t.device}, "
                          f"z0 on {parts[0].device}")
     if t.ndim != 1:
-        raise ValueError(f"t must be 1-D (a list of times), got shape {tuple(t.shape)}")
+        raise ValueError(f"t must be 1-D (a list of times), got shape {tuple(t.shape)}"
+                         + (": the start and end times, e.g. torch.tensor([0.0, t_end])"
+                            if t.ndim == 0 else ""))
     if t.numel() < 1:
         raise ValueError("t must hold at least 1 time, got an empty tensor")
     if not torch.isfinite(t.detach()).all():
@@ -218,12 +235,66 @@ def check_call(func, z0, t, method, rtol, atol, options) -> Call:
         if not ((dt > 0).all() or (dt < 0).all()):
             raise ValueError("t must be strictly increasing or strictly decreasing, got "
                              f"{t.detach().cpu().tolist()}")
+    _check_signature(func)
     method, options = check_method(method, rtol, atol, options)
     state = State(z0)
     # The computation uses the state's dtype (as torchdiffeq does): a float64 t with a
     # float32 state is rounded to float32 once, here.
     return Call(state=state, y0=state.pack(z0), t=t.to(state.dtype), method=method,
                 options=options, func=state.checked_func(func))
+
+
+def _as_tensor_hint(x, example):
+    """How to turn a list, number or numpy array into the tensor that was expected."""
+    if x is None or not (isinstance(x, (list, tuple, numbers.Number))
+                         or type(x).__module__ == "numpy"):
+        return ""
+    return f": convert it first, e.g. {example}"
+
+
+def _check_float(x, name):
+    """float32 or float64 only: integers would be rounded, and half precision (float16,
+    bfloat16) cannot reach the default tolerances (its round-off is about 1e-3)."""
+    if x.dtype in FLOAT_DTYPES:
+        return
+    if x.is_complex():
+        hint = (f"a complex state is not supported: solve for its real and imaginary parts, "
+                f"torch.view_as_real({name})")
+    elif x.is_floating_point():
+        hint = f"half precision cannot reach the solver's tolerances: use {name}.float()"
+    else:
+        hint = f"use {name}.float()"
+    raise TypeError(f"{name} must be floating point (float32 or float64), got {x.dtype}: "
+                    f"{hint}")
+
+
+def _check_signature(func):
+    """func is called as func(t, z): say so before solving, not with Python's message about
+    positional arguments from deep inside a step."""
+    target = func.forward if isinstance(func, torch.nn.Module) else func
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):  # some builtins have no signature to inspect
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        name = getattr(target, "__qualname__", type(func).__name__)
+        raise TypeError(f"func is called as func(t, z) (the time, then the state), but "
+                        f"{name}{signature} cannot take those two arguments; a field that "
+                        "does not use t still takes it, e.g. lambda t, z: -z") from None
+
+
+def _with_context(error, z):
+    """An error raised inside func, with what to do about it where we can tell: a dtype
+    mismatch (a float32 model with a float64 state, or the other way round)."""
+    text = str(error)
+    if type(error) is RuntimeError and ("dtype" in text or "scalar type" in text):
+        return TypeError(f"func(t, z) failed with z of dtype {z.dtype}: {text}. Does func hold "
+                         "tensors of another dtype (weights, a matrix)? Give z0 and them one "
+                         "dtype: z0.to(torch.float32) for a float32 model, or model.double() "
+                         "and float64 tensors")
+    return None
 
 
 def private_graph():
