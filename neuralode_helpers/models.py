@@ -6,6 +6,9 @@ As everywhere in the series, the maths writes :math:`f(z, t; \theta)` and the co
 
 from __future__ import annotations
 
+import copy
+import numbers
+
 import torch
 from torch import nn
 
@@ -33,16 +36,25 @@ class ODENet(nn.Module):
         super().__init__()
         if time_input not in ("t", "sincos"):
             raise ValueError(f"time_input must be 't' or 'sincos', got {time_input!r}")
-        self.state_dim = state_dim
-        self.hidden = tuple(hidden)
+        if isinstance(state_dim, bool) or not isinstance(state_dim, numbers.Integral) \
+                or state_dim < 1:
+            raise ValueError(f"state_dim must be a positive int, got {state_dim!r}")
+        # 50 means one hidden layer, (50,)
+        hidden = (hidden,) if isinstance(hidden, numbers.Integral) else tuple(hidden)
+        if not all(isinstance(w, numbers.Integral) and not isinstance(w, bool) and w > 0
+                   for w in hidden):
+            raise ValueError(f"hidden must be positive ints (layer widths), got {hidden!r}")
+        activation = _activation_factory(activation)
+        self.state_dim = int(state_dim)
+        self.hidden = tuple(int(w) for w in hidden)
         self.time_dependent = time_dependent
         self.time_input = time_input
         n_time = (2 if time_input == "sincos" else 1) if time_dependent else 0
-        widths = (state_dim + n_time, *self.hidden)
+        widths = (self.state_dim + n_time, *self.hidden)
         layers = []
         for w_in, w_out in zip(widths[:-1], widths[1:]):
             layers += [nn.Linear(w_in, w_out), activation()]
-        layers.append(nn.Linear(widths[-1], state_dim))
+        layers.append(nn.Linear(widths[-1], self.state_dim))
         self.net = nn.Sequential(*layers)
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -62,6 +74,17 @@ class ODENet(nn.Module):
         act = self.net[1].__class__.__name__ if len(self.net) > 1 else "GELU"
         return dict(state_dim=self.state_dim, hidden=list(self.hidden), activation=act,
                     time_dependent=self.time_dependent, time_input=self.time_input)
+
+
+def _activation_factory(activation):
+    """A function that makes one activation layer: from a class (nn.Tanh) or from a module
+    (nn.Tanh(), copied for each layer so that layers never share parameters)."""
+    if isinstance(activation, type) and issubclass(activation, nn.Module):
+        return activation
+    if isinstance(activation, nn.Module):
+        return lambda: copy.deepcopy(activation)
+    raise TypeError("activation must be an nn.Module class such as nn.Tanh (or a module, "
+                    f"nn.Tanh()), got {activation!r}")
 
 
 class LinearODE(nn.Module):

@@ -408,7 +408,8 @@ def train_cnf(field, data, *, steps: int = 100, batch_size: int = 128, lr: float
     (``losses``, at the training tolerance), the forward and backward NFE, RNODE's terms and
     STEER's end times when used, and the wall time. Ctrl-C stops cleanly (``interrupted``).
     """
-    from .training import TrainResult, lr_factor, optimise  # training imports this module
+    # training imports this module
+    from .training import TrainResult, check_int, check_schedule, optimise
 
     if not isinstance(field, nn.Module) or not hasattr(field, "net") or not hasattr(field,
                                                                                     "dim"):
@@ -422,13 +423,8 @@ def train_cnf(field, data, *, steps: int = 100, batch_size: int = 128, lr: float
                         f"{type(regulariser).__name__}")
     if steer is not None:
         steer = check_steer(steer, 1.0)
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("warmup", warmup)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if steps < 0 or batch_size < 1 or warmup < 0:
-        raise ValueError(f"need steps >= 0, batch_size >= 1 and warmup >= 0, got steps={steps}, "
-                         f"batch_size={batch_size}, warmup={warmup}")
-    lr_factor(0, steps, lr, lr_final, schedule, warmup)  # reject a bad schedule up front
+    check_schedule(steps, lr, lr_final, weight_decay, schedule, warmup)
+    check_int("batch_size", batch_size, 1)
     generator = torch.Generator().manual_seed(seed)
     # probes and end times: their own stream, so that the batches match a plain run's
     extra = torch.Generator().manual_seed(seed + 7919)

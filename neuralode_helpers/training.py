@@ -1,6 +1,6 @@
 r"""Training an :class:`ODENet` on the toy problem, batched.
 
-The seed solves one window :math:`[t_0, t_0 + \Delta]` at a time. Here every window of a step
+A naive loop solves one window :math:`[t_0, t_0 + \Delta]` at a time. Here every window of a step
 goes into one solve: with :math:`t = t_0 + s\Delta`, each window becomes the interval
 :math:`s \in [0, 1]` of the rescaled system
 
@@ -12,6 +12,7 @@ so a batch of B windows is one state of shape (B, 1) solved on a shared s grid.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 
@@ -63,6 +64,53 @@ class TrainResult:
     interrupted: bool = False
 
 
+def check_int(name, value, minimum):
+    """``value`` is an int (not a bool) of at least ``minimum``, or a clear error naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_number(name, value, *, positive=False, allow_none=False):
+    if value is None and allow_none:
+        return
+    ok = (not isinstance(value, bool) and isinstance(value, numbers.Real)
+          and math.isfinite(value) and (value > 0 if positive else value >= 0))
+    if not ok:
+        raise ValueError(f"{name} must be a {'positive' if positive else 'non-negative'} "
+                         f"number, got {value!r}")
+
+
+def check_schedule(steps, lr, lr_final, weight_decay, schedule, warmup):
+    """The arguments of :func:`optimise` that :func:`train` and ``train_cnf`` pass through,
+    checked before any work: counts are ints, rates are numbers, the schedule is known."""
+    check_int("steps", steps, 0)
+    check_int("warmup", warmup, 0)
+    _check_number("lr", lr, positive=True)
+    _check_number("lr_final", lr_final, allow_none=True)
+    _check_number("weight_decay", weight_decay)
+    lr_factor(0, steps, lr, lr_final, schedule, warmup)  # rejects an unknown schedule
+
+
+def check_trainable(model, name="model"):
+    """A module with parameters to train, or a clear error (a plain function has none)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{name} must be an nn.Module with parameters to fit (e.g. ODENet()), "
+                        f"got {type(model).__name__}")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f"{name} has no parameters that require grad: nothing to train")
+
+
+def _check_range(name, value):
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a pair of numbers (low, high), got {value!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise ValueError(f"{name} must be finite with low <= high, got {value!r}")
+
+
 def sample_windows(batch_size, generator, t0_range=(-1.0, 9.0), c_range=(0.0, 0.0),
                    dtype=torch.float32):
     """Window starts t0 ~ U[t0_range] and offsets c ~ U[c_range], each of shape (B,)."""
@@ -72,10 +120,40 @@ def sample_windows(batch_size, generator, t0_range=(-1.0, 9.0), c_range=(0.0, 0.
     return t0, c
 
 
+def _windows(model, t0, c):
+    """``t0`` and ``c`` as 1-D tensors of one length, in the model's dtype and device (numbers
+    and lists welcome; a single ``c`` holds for every window)."""
+    p = next(model.parameters(), None)
+    like = dict(dtype=p.dtype, device=p.device) if p is not None else {}
+    out = []
+    for name, x in (("t0", t0), ("c", c)):
+        try:
+            x = torch.as_tensor(x, **like) if not isinstance(x, torch.Tensor) else x.to(**like)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{name} must be a number or a 1-D tensor of window "
+                            f"{'starts' if name == 't0' else 'offsets'}, got "
+                            f"{type(x).__name__}") from None
+        if x.ndim > 1:
+            raise ValueError(f"{name} must be 1-D (one entry per window), got shape "
+                             f"{tuple(x.shape)}")
+        out.append(x.reshape(-1))
+    t0, c = out
+    if c.numel() == 1 and t0.numel() != 1:
+        c = c.expand(t0.shape)
+    if c.shape != t0.shape:
+        raise ValueError(f"t0 and c need one entry per window: got {t0.numel()} starts and "
+                         f"{c.numel()} offsets")
+    return t0, c
+
+
 def window_loss(model, t0, c, *, window=1.0, n_obs=2, adjoint=True, method="dopri5",
                 rtol=1e-5, atol=1e-6, options=None, stats=None):
     """MSE between predicted and true z at ``n_obs`` evenly spaced points of each window
-    (the first point is the initial condition, so ``n_obs=2`` compares the window's end only)."""
+    (the first point is the initial condition, so ``n_obs=2`` compares the window's end only).
+
+    ``t0``: the windows' starts, shape (B,) (a number or list is one or more windows);
+    ``c``: their offsets, shape (B,) or one number for all."""
+    t0, c = _windows(model, t0, c)
     s = torch.linspace(0, 1, n_obs, dtype=t0.dtype, device=t0.device)
     t_obs = t0[None, :] + window * s[:, None]  # (n_obs, B)
     z_true = toy_solution(t_obs, c[None, :]).unsqueeze(-1)  # (n_obs, B, 1)
@@ -102,6 +180,7 @@ def regularised_window_loss(model, t0, c, *, regulariser=None, eps=None, end=1.0
     if regulariser is not None and not isinstance(regulariser, RNODE):
         raise TypeError(f"regulariser must be an RNODE or None, got "
                         f"{type(regulariser).__name__}")
+    t0, c = _windows(model, t0, c)
     s = torch.linspace(0, float(end), n_obs, dtype=t0.dtype, device=t0.device)
     t_obs = t0[None, :] + window * s[:, None]  # (n_obs, B)
     z_true = toy_solution(t_obs, c[None, :]).unsqueeze(-1)  # (n_obs, B, 1)
@@ -171,9 +250,13 @@ def train(model, *, steps=300, batch_size=100, lr=1e-2, lr_final=1e-3, weight_de
                         f"{type(regulariser).__name__}")
     if steer is not None:
         steer = check_steer(steer, 1.0)
-    if steps < 0 or batch_size < 1 or n_obs < 2 or warmup < 0:
-        raise ValueError("need steps >= 0, batch_size >= 1, n_obs >= 2 and warmup >= 0")
-    lr_factor(0, steps, lr, lr_final, schedule, warmup)  # reject a bad schedule up front
+    check_trainable(model)
+    check_schedule(steps, lr, lr_final, weight_decay, schedule, warmup)
+    check_int("batch_size", batch_size, 1)
+    check_int("n_obs", n_obs, 2)
+    _check_number("window", window, positive=True)
+    _check_range("t0_range", t0_range)
+    _check_range("c_range", c_range)
     generator = torch.Generator().manual_seed(seed)
     # probes and end times: their own stream, so that the windows match a plain run's
     extra = torch.Generator().manual_seed(seed + 7919)

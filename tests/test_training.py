@@ -1,4 +1,4 @@
-"""Batched training on the seed's toy problem: rescaling, loss, interruption, save/load."""
+"""Batched training on the toy problem: rescaling, loss, interruption, save/load."""
 
 import pytest
 import torch
@@ -105,8 +105,67 @@ def test_train_rejects_bad_arguments():
     model = nh.ODENet()
     with pytest.raises(ValueError, match="schedule"):
         nh.train(model, steps=1, schedule="linear", progress=False)
-    with pytest.raises(ValueError, match="n_obs >= 2"):
+    with pytest.raises(ValueError, match="n_obs must be >= 2, got 1"):
         nh.train(model, steps=1, n_obs=1, progress=False)
+    bad = [
+        (dict(steps=2.5), TypeError, "steps must be an int, got float"),
+        (dict(steps=-1), ValueError, "steps must be >= 0"),
+        (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
+        (dict(warmup=1.0), TypeError, "warmup must be an int"),
+        (dict(lr=-1.0), ValueError, "lr must be a positive number"),
+        (dict(lr_final=float("nan")), ValueError, "lr_final must be a non-negative number"),
+        (dict(weight_decay=-0.1), ValueError, "weight_decay must be a non-negative"),
+        (dict(window=0.0), ValueError, "window must be a positive number"),
+        (dict(t0_range=(9.0, -1.0)), ValueError, "t0_range must be finite with low <= high"),
+        (dict(c_range=1.0), TypeError, r"c_range must be a pair of numbers"),
+    ]
+    for kwargs, error, match in bad:
+        with pytest.raises(error, match=match):
+            nh.train(model, progress=False, **dict(dict(steps=1), **kwargs))
+    # what is trained must be a module with parameters: a plain field has none
+    with pytest.raises(TypeError, match=r"nn.Module with parameters to fit .*got function"):
+        nh.train(lambda t, z: -z, steps=1, progress=False)
+    with pytest.raises(TypeError, match="got NoneType"):
+        nh.train(None, steps=1, progress=False)
+    frozen = nh.ODENet().requires_grad_(False)
+    with pytest.raises(ValueError, match="no parameters that require grad"):
+        nh.train(frozen, steps=1, progress=False)
+    # lr_final=None keeps the rate constant, and a window of equal bounds is fine
+    nh.train(model, steps=1, lr_final=None, t0_range=(2.0, 2.0), progress=False)
+
+
+def test_window_loss_takes_numbers_and_lists():
+    torch.manual_seed(0)
+    model = nh.ODENet().double()
+    t0 = torch.tensor([0.5, 2.0], dtype=F64)
+    kw = dict(rtol=1e-10, atol=1e-12)
+    expected = nh.window_loss(model, t0, torch.zeros(2, dtype=F64), **kw)
+    assert torch.equal(nh.window_loss(model, [0.5, 2.0], 0.0, **kw), expected)
+    single = nh.window_loss(model, 0.5, 0.0, **kw)
+    assert torch.equal(single, nh.window_loss(model, t0[:1], torch.zeros(1, dtype=F64), **kw))
+    with pytest.raises(ValueError, match="2 starts and 3 offsets"):
+        nh.window_loss(model, t0, [0.0, 0.1, 0.2])
+    with pytest.raises(ValueError, match="t0 must be 1-D"):
+        nh.window_loss(model, torch.zeros(2, 2), 0.0)
+    with pytest.raises(TypeError, match="t0 must be a number or a 1-D tensor"):
+        nh.window_loss(model, "0.5", 0.0)
+
+
+def test_odenet_arguments():
+    torch.manual_seed(0)
+    assert nh.ODENet(hidden=50).hidden == (50,)
+    net = nh.ODENet(hidden=(8, 8), activation=torch.nn.PReLU())
+    prelus = [m for m in net.net if isinstance(m, torch.nn.PReLU)]
+    # an activation given as a module is copied per layer: no shared parameters
+    assert len(prelus) == 2 and prelus[0].weight is not prelus[1].weight
+    assert net(torch.tensor(0.0), torch.zeros(3, 1)).shape == (3, 1)
+    for kwargs, match in [(dict(state_dim=0), "state_dim must be a positive int"),
+                          (dict(hidden=(50, 0)), "hidden must be positive ints"),
+                          (dict(hidden=(50.0,)), "hidden must be positive ints")]:
+        with pytest.raises(ValueError, match=match):
+            nh.ODENet(**kwargs)
+    with pytest.raises(TypeError, match="activation must be an nn.Module class"):
+        nh.ODENet(activation=torch.tanh)
 
 
 def test_train_applies_the_schedule_and_solver_options():
