@@ -84,9 +84,10 @@ def shade_untrained(ax, t_start, t_end, trained_range, *, label=UNTRAINED_LABEL)
 
 def plot_loss(losses, ax=None, *, smooth=20, title="Training loss"):
     """Loss per optimisation step on a log scale, with a moving average over ``smooth`` steps
-    (a mini-batch loss is noisy; the average shows the trend). Returns the figure."""
+    (a mini-batch loss is noisy; the average shows the trend). ``losses``: a sequence of
+    numbers, or what :func:`~neuralode_helpers.train` returned. Returns the figure."""
     ax = _axes(ax)
-    losses = np.asarray(losses, dtype=float)
+    losses = np.asarray(getattr(losses, "losses", losses), dtype=float)
     steps = np.arange(1, len(losses) + 1)
     ax.plot(steps, losses, color="C0", alpha=0.35, lw=1, label="per step")
     if smooth and len(losses) >= smooth > 1:
@@ -132,7 +133,14 @@ def plot_residual(t, z_true, z_pred, ax=None, *, title="Residual (predicted - or
 def plot_nfe(nfe_forward, nfe_backward=None, ax=None, *,
              title="Function evaluations per training step"):
     """Number of evaluations of f per step: forward solve, and backward (adjoint) solve if
-    given. A rise means the learned dynamics got harder to solve. Returns the figure."""
+    given. A rise means the learned dynamics got harder to solve. ``nfe_forward`` may be what
+    :func:`~neuralode_helpers.train` returned: both counts are taken from it (the backward
+    one if the training used the adjoint). Returns the figure."""
+    if hasattr(nfe_forward, "nfe_forward"):
+        result = nfe_forward
+        nfe_forward = result.nfe_forward
+        if nfe_backward is None and any(result.nfe_backward):
+            nfe_backward = result.nfe_backward
     ax = _axes(ax)
     steps = np.arange(1, len(nfe_forward) + 1)
     ax.plot(steps, nfe_forward, color="C0", lw=1.2, label="forward")

@@ -2,6 +2,8 @@ r"""Problems with known answers: the toy ODE of the series and linear systems.""
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 
@@ -40,6 +42,8 @@ def linear_solution(A: torch.Tensor, z0: torch.Tensor, t: torch.Tensor) -> torch
 def random_stable_matrix(dim: int, generator: torch.Generator | None = None,
                          dtype=torch.float64, max_real: float = -0.1) -> torch.Tensor:
     """A random (dim, dim) matrix whose eigenvalues all have real part at most ``max_real``."""
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
+        raise ValueError(f"dim must be a positive int, got {dim!r}")
     M = torch.randn(dim, dim, generator=generator, dtype=dtype)
     shift = torch.linalg.eigvals(M).real.max() - max_real
     return M - shift.clamp(min=0) * torch.eye(dim, dtype=dtype)

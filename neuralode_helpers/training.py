@@ -292,8 +292,8 @@ def optimise(params, batch_loss, result, *, steps, lr, lr_final, schedule, warmu
     ``batch_loss(s₁, stats)`` for the fit term and RNODE's two terms of a fresh batch, and
     minimises the fit term plus :math:`\lambda_K` times the kinetic and :math:`\lambda_J`
     times the Jacobian term. Appends to ``result`` (a :class:`TrainResult`) per step: the
-    fit term, the cumulative forward and backward NFE, RNODE's terms and the end times when
-    used; adds the wall time. A non-finite fit term stops before it reaches the weights
+    fit term, the forward and backward NFE of the step's solves, RNODE's terms and the end
+    times when used; adds the wall time. A non-finite fit term stops before it reaches the weights
     (FloatingPointError naming ``name``; the progress bar shows it with ``fmt``); Ctrl-C
     stops cleanly (``result.interrupted``).
     """

@@ -263,3 +263,9 @@ def test_a_dtype_mismatch_inside_func_says_what_to_do(solver):
     # other errors raised inside func pass through unchanged
     with pytest.raises(RuntimeError, match="boom"):
         solver(lambda t, z: (_ for _ in ()).throw(RuntimeError("boom")), Z0, T)
+
+
+def test_random_stable_matrix_needs_a_positive_size():
+    with pytest.raises(ValueError, match="dim must be a positive int, got 0"):
+        nh.random_stable_matrix(0)
+    assert nh.random_stable_matrix(1).shape == (1, 1)

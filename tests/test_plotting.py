@@ -138,3 +138,18 @@ def test_shade_untrained_replaces_its_earlier_shading():
     assert (span.get_x(), span.get_x() + span.get_width()) == (10.0, 12.0)
     assert nh.plotting.shade_untrained(ax, 0.0, 5.0, (-1.0, 10.0)) == []
     assert not _untrained_spans(ax)
+
+
+def test_loss_and_nfe_take_what_train_returned():
+    adjoint = nh.TrainResult(losses=[1.0, 0.5, 0.25], nfe_forward=[20, 26, 32],
+                             nfe_backward=[18, 20, 30])
+    ax = nh.plot_loss(adjoint, smooth=0).axes[0]
+    np.testing.assert_array_equal(find_line(ax, "per step").get_ydata(), [1.0, 0.5, 0.25])
+    ax = nh.plot_nfe(adjoint).axes[0]
+    np.testing.assert_array_equal(find_line(ax, "forward").get_ydata(), [20, 26, 32])
+    np.testing.assert_array_equal(find_line(ax, "backward (adjoint)").get_ydata(),
+                                  [18, 20, 30])
+    # trained by backprop: no backward solve, so no backward line
+    backprop = nh.TrainResult(losses=[1.0, 0.5], nfe_forward=[20, 26], nfe_backward=[0, 0])
+    ax = nh.plot_nfe(backprop).axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["forward"]
