@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import numbers
 
 import ipywidgets as widgets
 import numpy as np
@@ -47,6 +48,34 @@ from .problems import toy_solution
 from .training import fit_curves
 
 
+def check_control_value(control, value, name=None):
+    """Refuse a value that ``control`` would silently change: outside a slider's range (it
+    would clamp it) or not among a menu's options. ``name`` (default: the control's
+    description) names it in the error."""
+    name = name or control.description or "value"
+    if isinstance(control, widgets.Checkbox):
+        return
+    if isinstance(control, widgets.Dropdown):
+        if value not in control.options:
+            raise ValueError(f"{name} must be one of {', '.join(map(str, control.options))}, "
+                             f"got {value!r}")
+        return
+    if isinstance(control, widgets.FloatLogSlider):
+        lo, hi = control.base ** control.min, control.base ** control.max
+    else:
+        lo, hi = control.min, control.max
+    values = value if isinstance(control, widgets.FloatRangeSlider) else (value,)
+    for v in values:
+        integer = isinstance(control, widgets.IntSlider)
+        kind = numbers.Integral if integer else numbers.Real
+        if isinstance(v, bool) or not isinstance(v, kind):
+            raise TypeError(f"{name} must be {'an int' if integer else 'a number'}, got "
+                            f"{type(v).__name__}")
+        if not lo <= v <= hi:
+            raise ValueError(f"{name} must be in [{lo:g}, {hi:g}] (the range of its "
+                             f"control), got {v!r}")
+
+
 class FitExplorer:
     r"""True vs predicted curve of a model of the toy problem, for a chosen offset ``c`` and
     time window ``t_range``: a slider for each, one figure (fit above, residual below).
@@ -65,6 +94,9 @@ class FitExplorer:
     def __init__(self, model, *, c=0.0, t_range=(0.0, 10.0), c_limits=(-3.0, 3.0),
                  t_limits=(-5.0, 20.0), n=200, trained_c_range=(-1.0, 1.0),
                  trained_t_range=TRAINED_T_RANGE, figsize=(9, 5.5)):
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a trained nn.Module such as ODENet(), got "
+                            f"{type(model).__name__}")
         self.model = model
         self.n = int(n)
         self.trained_c_range = tuple(trained_c_range)
@@ -88,6 +120,8 @@ class FitExplorer:
             value=tuple(t_range), min=t_limits[0], max=t_limits[1], step=0.5,
             description="t window", continuous_update=False, readout_format=".1f",
             layout=widgets.Layout(width="420px"))
+        check_control_value(self.c_slider, c, "c")
+        check_control_value(self.t_slider, tuple(t_range), "t_range")
         self.output = widgets.Output()
         self.widget = widgets.VBox([widgets.HBox([self.c_slider, self.t_slider]), self.output])
         self._syncing = False
@@ -115,6 +149,8 @@ class FitExplorer:
         t_range = self.t_slider.value if t_range is None else tuple(map(float, t_range))
         if not t_range[1] > t_range[0]:
             raise ValueError(f"need t_end > t_start, got {t_range}")
+        check_control_value(self.c_slider, c, "c")
+        check_control_value(self.t_slider, t_range, "t_range")
         self._syncing = True  # the sliders' observers must not redraw a second time
         try:
             self.c_slider.value = c
@@ -256,11 +292,13 @@ class _Explorer:
             self._redraw()
 
     def _set_controls(self, pairs):
-        """Give each control of ``pairs`` (control, value) its value, then redraw once;
-        returns the figure."""
+        """Give each control of ``pairs`` (control, value[, name for errors]) its value, then
+        redraw once; returns the figure."""
+        for w, value, *name in pairs:
+            check_control_value(w, value, *name)
         self._syncing = True  # the controls' observers must not redraw a second time
         try:
-            for w, value in pairs:
+            for w, value, *_ in pairs:
                 w.value = value
         finally:
             self._syncing = False
@@ -304,6 +342,10 @@ class AdjointExplorer(_Explorer):
         self.rtol_slider = widgets.FloatLogSlider(
             value=rtol, base=10, min=-8, max=-3, step=1, description="rtol",
             continuous_update=False, readout_format=".0e")
+        for control, value, name in ((self.damping_slider, damping, "damping"),
+                                     (self.n_obs_slider, n_obs, "n_obs"),
+                                     (self.rtol_slider, rtol, "rtol")):
+            check_control_value(control, value, name)
         self.restore_box = widgets.Checkbox(value=restore, description="restore z at t_i",
                                             indent=False)
         self.output = widgets.Output()
@@ -348,11 +390,11 @@ class AdjointExplorer(_Explorer):
         if unknown:
             raise TypeError(f"unknown setting(s) {sorted(unknown)}: use damping, n_obs, rtol, "
                             "restore")
-        pairs = [(w, setting[name]) for name, w in [
+        pairs = [(w, setting[name], name) for name, w in [
             ("damping", self.damping_slider), ("n_obs", self.n_obs_slider),
             ("rtol", self.rtol_slider), ("restore", self.restore_box)] if name in setting]
         if t is not None:
-            pairs.append((self.time_slider, float(t)))
+            pairs.append((self.time_slider, float(t), "t"))
         return self._set_controls(pairs)
 
     def _moving(self):
@@ -397,8 +439,11 @@ class StepSizeExplorer(_Explorer):
         self.rtol_slider = widgets.FloatLogSlider(
             value=rtol, base=10, min=-8, max=-1, step=0.5, description="rtol",
             continuous_update=False, readout_format=".0e")
-        self.method_menu = widgets.Dropdown(options=list(STEP_METHODS), value=method,
+        check_control_value(self.rtol_slider, rtol)
+        self.method_menu = widgets.Dropdown(options=list(STEP_METHODS), value=STEP_METHODS[0],
                                             description="method")
+        check_control_value(self.method_menu, method)
+        self.method_menu.value = method
         self.output = widgets.Output()
         self.widget = widgets.VBox([widgets.HBox([self.rtol_slider, self.method_menu]),
                                     self.output])

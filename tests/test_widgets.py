@@ -269,3 +269,34 @@ def test_a_time_step_repaints_only_the_moving_lines_and_gives_the_same_picture(
     assert len(e._moving()) == 8 + 3  # z, a, dL/dA lines and a "now" line per panel
     e.update(t=1.5, damping=4.0)  # a new setting: the background is stale, draw everything
     np.testing.assert_array_equal(pixels(e.png()), pixels(e.png(quick=True)))
+
+
+def test_values_a_control_would_change_are_refused(model):
+    # a slider clamps a value outside its range and a menu refuses an unknown one with a
+    # widget-internal error: the explorers say which argument and what range instead
+    for make, match in [
+        (lambda: nh.AdjointExplorer(damping=-1.0), r"damping must be in \[0, 12\]"),
+        (lambda: nh.AdjointExplorer(n_obs=0), r"n_obs must be in \[1, 8\]"),
+        (lambda: nh.AdjointExplorer(n_obs=2.5), "n_obs must be an int"),
+        (lambda: nh.StepSizeExplorer(rtol=0.5), r"rtol must be in \[1e-08, 0.1\]"),
+        (lambda: nh.StepSizeExplorer(method="rk45"), "method must be one of euler, "),
+        (lambda: nh.FitExplorer(model, c=5.0), r"c must be in \[-3, 3\]"),
+        (lambda: nh.FitExplorer(model, t_range=(0.0, 30.0)), r"t_range must be in \[-5, 20\]"),
+        (lambda: nh.FitExplorer(lambda t, z: -z), "model must be a trained nn.Module"),
+    ]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            make()
+
+
+def test_update_refuses_out_of_range_settings_and_keeps_the_figure(adjoint_explorer, explorer):
+    draws, damping = adjoint_explorer.n_draws, adjoint_explorer.damping_slider.value
+    with pytest.raises(ValueError, match="damping must be in"):
+        adjoint_explorer.update(damping=20.0)
+    with pytest.raises(ValueError, match=r"t must be in \[0, 4\]"):
+        adjoint_explorer.update(t=-1.0)
+    assert adjoint_explorer.n_draws == draws
+    assert adjoint_explorer.damping_slider.value == damping
+    c = explorer.c_slider.value
+    with pytest.raises(ValueError, match="c must be in"):
+        explorer.update(c=-4.0)
+    assert explorer.c_slider.value == c
