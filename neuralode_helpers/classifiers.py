@@ -19,6 +19,19 @@ from torch import nn
 from .adjoint import odeint_adjoint
 from .models import ODENet
 from .solvers import Stats, odeint
+from .solvers.checks import check_method
+
+
+def _inputs(x, first: nn.Linear):
+    """``x`` ``(B, in_dim)`` for a classifier whose first layer is ``first``, or a clear
+    error (torch's own says only that two shapes cannot be multiplied)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (B, {first.in_features}), got "
+                        f"{type(x).__name__}")
+    if x.ndim < 1 or x.shape[-1] != first.in_features:
+        raise ValueError(f"x must have shape (B, {first.in_features}) (in_dim = "
+                         f"{first.in_features} features), got {tuple(x.shape)}")
+    return x
 
 
 class ODEBlock(nn.Module):
@@ -33,6 +46,10 @@ class ODEBlock(nn.Module):
     def __init__(self, field: nn.Module, *, method="dopri5", rtol=1e-3, atol=1e-3,
                  options=None, adjoint=True):
         super().__init__()
+        if not isinstance(field, nn.Module):
+            raise TypeError(f"field must be an nn.Module (its parameters are trained), got "
+                            f"{type(field).__name__}")
+        check_method(method, rtol, atol, options)  # a typo fails here, not at the first batch
         self.field = field
         self.method, self.rtol, self.atol, self.options = method, rtol, atol, options
         self.adjoint = adjoint
@@ -57,7 +74,7 @@ class ODENetClassifier(nn.Module):
         self.head = nn.Linear(width, n_classes)
 
     def forward(self, x):
-        return self.head(self.block(self.stem(x)))
+        return self.head(self.block(self.stem(_inputs(x, self.stem[0]))))
 
 
 class ResidualBlock(nn.Module):
@@ -87,7 +104,7 @@ class ResNetClassifier(nn.Module):
         self.head = nn.Linear(width, n_classes)
 
     def forward(self, x):
-        h = self.stem(x)
+        h = self.stem(_inputs(x, self.stem[0]))
         for block in self.blocks:
             h = block(h)
         return self.head(h)

@@ -29,6 +29,7 @@ Adam, cosine learning rate), so that two flows can be compared at the same budge
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 
@@ -82,6 +83,9 @@ class CNFField(nn.Module):
 
     def __init__(self, dim: int = 2, hidden: int = 64):
         super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
+            raise ValueError(f"dim must be a positive int (the dimension of the data), got "
+                             f"{dim!r}")
         self.dim = dim
         self.net = ODENet(dim, hidden=(hidden, hidden), activation=nn.Tanh)
 
@@ -96,6 +100,20 @@ class CNFField(nn.Module):
         if not outer_grad:
             f, div = f.detach(), div.detach()
         return torch.cat([f, -div.unsqueeze(-1)], dim=-1)
+
+
+def _points(x, dim, like, name="x"):
+    """``x`` as points ``(..., dim)`` in the dtype of the model's parameter ``like`` (float64
+    data for a float32 model, say), or a clear error."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of points (B, {dim}), got "
+                        f"{type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got {x.dtype}")
+    if x.ndim < 1 or x.shape[-1] != dim:
+        raise ValueError(f"{name} must hold points in R^{dim}, shape (B, {dim}), got "
+                         f"{tuple(x.shape)}")
+    return x.to(like.dtype)
 
 
 class CNF(nn.Module):
@@ -119,6 +137,7 @@ class CNF(nn.Module):
         ``t1`` back to 0, then :math:`\log\mathcal N(z(0)) - \ell(0)`. ``stats``: a
         :class:`~neuralode_helpers.Stats` that counts the solve's field evaluations (and,
         after ``backward()``, the adjoint's)."""
+        x = _points(x, self.dim, next(self.parameters()))
         state = torch.cat([x, x.new_zeros(*x.shape[:-1], 1)], dim=-1)
         t = torch.tensor([t1, 0.0], dtype=x.dtype, device=x.device)
         end = self._solve(state, t, stats)[-1]
@@ -127,6 +146,7 @@ class CNF(nn.Module):
     def sample_path(self, z0, t):
         r"""Push base samples ``z0`` ``(B, D)`` forward to the times ``t`` ``(T,)`` (from 0):
         returns ``(T, B, D+1)``, points and their log densities :math:`\log p_t(z(t))`."""
+        z0 = _points(z0, self.dim, next(self.parameters()), "z0")
         state = torch.cat([z0, standard_normal_logprob(z0).unsqueeze(-1)], dim=-1)
         return self._solve(state, t)
 
@@ -151,6 +171,7 @@ class PlanarFlow(nn.Module):
 
     def forward(self, x):
         """``x`` ``(B, D)`` → ``(z, logdet)`` with ``z`` ``(B, D)``, ``logdet`` ``(B,)``."""
+        x = _points(x, self.w.shape[1], self.w)
         # the layers' constants in one go (K, D): only the data-dependent part is sequential
         wu = (self.w * self.u).sum(-1, keepdim=True)                          # (K, 1)
         u_hat = self.u + (F.softplus(wu) - 1 - wu) * self.w / (self.w ** 2).sum(-1, keepdim=True)
@@ -191,6 +212,9 @@ def fit_flow(model: nn.Module, x: torch.Tensor, *, steps: int, lr: float,
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or len(x) == 0:
         raise ValueError("x must be a non-empty tensor of shape (N, D), got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if steps < 1 or batch_size < 1 or not lr > 0 or not 0 < lr_final_ratio <= 1:
         raise ValueError(f"need steps >= 1, batch_size >= 1, lr > 0 and 0 < lr_final_ratio <= "
                          f"1, got steps={steps}, batch_size={batch_size}, lr={lr}, "

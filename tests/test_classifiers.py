@@ -103,3 +103,20 @@ def test_augmented_node_backprop_and_adjoint_give_the_same_gradient():
         graphs.append(saved_tensor_bytes(lambda m=m: m(x), exclude=list(m.parameters()))[1])
     assert torch.allclose(grads[0], grads[1], rtol=1e-5, atol=1e-8)
     assert graphs[1] > 3 * graphs[0]
+
+
+def test_classifiers_and_blocks_check_what_they_are_given():
+    import pytest
+
+    torch.manual_seed(0)
+    for model in (ODENetClassifier(in_dim=6, width=4, hidden=8),
+                  ResNetClassifier(in_dim=6, width=4, hidden=8)):
+        with pytest.raises(ValueError, match=r"x must have shape \(B, 6\) .*got \(3, 10\)"):
+            model(torch.zeros(3, 10))
+        assert model(torch.zeros(3, 6)).shape == (3, 10)
+    with pytest.raises(TypeError, match="field must be an nn.Module"):
+        ODEBlock(lambda t, h: -h)
+    with pytest.raises(ValueError, match="unknown method 'rk45'"):
+        ODEBlock(ODENet(2, time_dependent=False), method="rk45")
+    with pytest.raises(ValueError, match="rtol must be a positive number"):
+        ODENetClassifier(in_dim=6, rtol=0.0)

@@ -166,3 +166,26 @@ def test_fit_flow_takes_float64_data_for_a_float32_model():
         flow = PlanarFlow(dim=2, n_layers=4, init_scale=0.5)
         runs.append(fit_flow(flow, data, steps=3, lr=5e-2, batch_size=32, progress=False).losses)
     assert runs[0] == runs[1]
+
+
+def test_densities_check_their_points_and_take_float64_data():
+    torch.manual_seed(0)
+    cnf, planar = CNF(2, hidden=8, n_steps=2), PlanarFlow(2, n_layers=3)
+    x = two_moons(5)
+    for model in (cnf, planar):
+        with pytest.raises(ValueError, match=r"x must hold points in R\^2, shape \(B, 2\), "
+                                             r"got \(5, 3\)"):
+            model.log_prob(torch.zeros(5, 3))
+        with pytest.raises(TypeError, match="x must be a torch.Tensor of points"):
+            model.log_prob(x.numpy())
+        with pytest.raises(TypeError, match="x must be floating point"):
+            model.log_prob(torch.zeros(5, 2, dtype=torch.int64))
+        # float64 data for a float32 model: cast, the same numbers as float32 data
+        with torch.no_grad():
+            assert torch.equal(model.log_prob(x.double()), model.log_prob(x))
+    with pytest.raises(ValueError, match="z0 must hold points"):
+        cnf.sample_path(torch.zeros(4, 3), torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="dim must be a positive int"):
+        CNF(0)
+    with pytest.raises(TypeError, match="steps must be an int, got float"):
+        fit_flow(planar, x, steps=2.0, lr=1e-2, progress=False)

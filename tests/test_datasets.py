@@ -70,3 +70,19 @@ def test_point_clouds_are_deterministic_with_the_right_geometry():
     rr = x.norm(dim=1)
     assert (rr[y == 0] <= 0.5).all() and ((rr[y == 1] >= 1.0) & (rr[y == 1] <= 1.5)).all()
     assert y.sum() == 150
+
+
+def test_counts_must_be_ints_of_at_least_their_minimum():
+    for make, error, match in [
+        (lambda: two_moons(-1), ValueError, "n must be >= 0, got -1"),
+        (lambda: two_moons(10.5), TypeError, "n must be an int, got float"),
+        (lambda: two_circles(-2), ValueError, "n must be >= 0"),
+        (lambda: nested_circles(3.0), TypeError, "n must be an int"),
+        (lambda: spiral_family(2, n_grid=0), ValueError, "n_grid must be >= 1"),
+        (lambda: irregular_indices(2, 5, 0), ValueError, "n_obs must be >= 1"),
+    ]:
+        with pytest.raises(error, match=match):
+            make()
+    import numpy as np
+
+    assert two_moons(np.int64(4)).shape == (4, 2)  # numpy's ints are ints
