@@ -33,6 +33,21 @@ from .models import ODENet
 from .solvers import odeint
 
 
+def check_observations(x_obs, t_obs, obs_dim: int):
+    """``x_obs`` ``(B, N, obs_dim)`` and ``t_obs`` ``(B, N)``, or a clear error naming the
+    expected shapes (a GRU's own error speaks of its input size)."""
+    for name, x in (("x_obs", x_obs), ("t_obs", t_obs)):
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+            raise TypeError(f"{name} must be a floating-point torch.Tensor, got {got}")
+    if x_obs.ndim != 3 or x_obs.shape[-1] != obs_dim:
+        raise ValueError(f"x_obs must have shape (B, N, {obs_dim}) (B series of N observations "
+                         f"in R^{obs_dim}), got {tuple(x_obs.shape)}")
+    if tuple(t_obs.shape) != tuple(x_obs.shape[:2]):
+        raise ValueError(f"t_obs must have shape (B, N) = {tuple(x_obs.shape[:2])}, one time "
+                         f"per observation, got {tuple(t_obs.shape)}")
+
+
 def gather_times(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """``x`` ``(B, T, D)``, ``idx`` ``(B, N)`` → ``x[b, idx[b]]`` of shape ``(B, N, D)``."""
     return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
@@ -65,6 +80,7 @@ class RecognitionGRU(nn.Module):
         self.out = nn.Linear(hidden, 2 * latent_dim)
 
     def forward(self, x_obs, t_obs):
+        check_observations(x_obs, t_obs, self.gru.input_size - 1)
         if self.origin_gap:   # time back to the previous observation, t_0 = 0
             gaps = torch.cat([t_obs[:, :1], t_obs.diff(dim=1)], dim=1)
         else:                 # older encoder: time to the next observation, t_1 never seen
@@ -136,6 +152,16 @@ def elbo(model: LatentODE, x_obs, idx, t, noise_std: float, generator=None) -> t
 
     The ODE is solved only up to the last observed grid point, with one sample of z_0.
     """
+    if not isinstance(t, torch.Tensor) or t.ndim != 1:
+        raise ValueError(f"t must be the shared time grid, a 1-D tensor (T,), got "
+                         f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+    if not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.int64, torch.int32):
+        raise TypeError("idx must be a tensor of grid indices (torch.long), e.g. from "
+                        "irregular_indices, got "
+                        f"{idx.dtype if isinstance(idx, torch.Tensor) else type(idx).__name__}")
+    if idx.numel() and not (0 <= int(idx.min()) and int(idx.max()) < len(t)):
+        raise ValueError(f"idx must index the grid t of {len(t)} times, got indices from "
+                         f"{int(idx.min())} to {int(idx.max())}")
     t_obs = t[idx]
     mu, logvar = model.encoder(x_obs, t_obs)
     eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
@@ -161,6 +187,7 @@ class GRUForecaster(nn.Module):
 
     def forward(self, x_obs, t_obs):
         """One-step-ahead predictions of ``x_obs[:, 1:]``, shape ``(B, N-1, D)``."""
+        check_observations(x_obs, t_obs, self.out.out_features)
         inp = torch.cat([x_obs[:, :-1], t_obs.diff(dim=1).unsqueeze(-1)], dim=-1)
         h, _ = self.gru(inp)
         return x_obs[:, :-1] + self.out(h)
@@ -169,6 +196,7 @@ class GRUForecaster(nn.Module):
     def forecast(self, x_obs, t_obs, t_future):
         """Read all observations, then roll out to the times ``t_future`` ``(F,)`` (after the
         last observation of every series), feeding back each prediction: ``(B, F, D)``."""
+        check_observations(x_obs, t_obs, self.out.out_features)
         gaps = t_obs.diff(dim=1)
         inp = torch.cat([x_obs[:, :-1], gaps.unsqueeze(-1)], dim=-1)
         _, h = self.gru(inp)

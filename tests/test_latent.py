@@ -105,3 +105,28 @@ def test_latent_path_takes_a_fixed_step_method_and_refuses_others():
         assert "fixed-step" in str(err) and "dopri5" in str(err)
     else:
         raise AssertionError("an adaptive method was accepted")
+
+
+def test_series_models_name_the_shapes_they_expect():
+    import pytest
+
+    torch.manual_seed(0)
+    t, x, x_obs, idx = _batch()
+    model = LatentODE(latent_dim=3, hidden=8, rnn_hidden=8, step_size=0.25)
+    gru = GRUForecaster(hidden=8)
+    for call in (lambda xo, to: model.encoder(xo, to), lambda xo, to: gru(xo, to),
+                 lambda xo, to: gru.forecast(xo, to, t[12:])):
+        with pytest.raises(ValueError, match=r"x_obs must have shape \(B, N, 2\)"):
+            call(x_obs[..., :1], t[idx])
+        with pytest.raises(ValueError, match=r"x_obs must have shape"):
+            call(x_obs[0], t[idx])  # one series without its batch dimension
+        with pytest.raises(ValueError, match=r"t_obs must have shape \(B, N\) = \(8, 6\)"):
+            call(x_obs, t[idx][:, :5])
+        with pytest.raises(TypeError, match="x_obs must be a floating-point torch.Tensor"):
+            call(x_obs.numpy(), t[idx])
+    with pytest.raises(TypeError, match="idx must be a tensor of grid indices"):
+        elbo(model, x_obs, idx.float(), t, 0.1)
+    with pytest.raises(ValueError, match="idx must index the grid t of 16 times"):
+        elbo(model, x_obs, idx + 10, t, 0.1)
+    with pytest.raises(ValueError, match="t must be the shared time grid"):
+        elbo(model, x_obs, idx, t[idx], 0.1)
