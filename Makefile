@@ -86,8 +86,12 @@ lint: install
 unit: install
 	$(BIN)/pytest -q tests
 
+# nbval reads a cell's messages only once the cell has finished, and ZeroMQ drops what is
+# beyond its queue (about 2,000 messages): a long training cell whose progress bars redraw
+# every 0.1 s (06: 1,428 messages in 65 s, more on a busy machine) can lose the final "idle"
+# and fail with "Timeout ... waiting for output". Bars that redraw every 2 s send 222.
 notebooks: install
-	$(BIN)/pytest -q $(NBVAL) $(NOTEBOOKS)
+	TQDM_MININTERVAL=2 $(BIN)/pytest -q $(NBVAL) $(NOTEBOOKS)
 
 # Re-execute every notebook in place, top to bottom, so committed outputs are current.
 run: install
