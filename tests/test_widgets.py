@@ -23,6 +23,17 @@ def explorer(model):
     return nh.FitExplorer(model, c=0.0, t_range=(0.0, 10.0), n=40)
 
 
+def assert_one_redraw_changes(e, control, value, axis, label):
+    """Setting ``control`` (an attribute of explorer ``e``) to ``value`` redraws once and
+    changes the data of the line ``label`` on ``e.axes[axis]``."""
+    before = np.asarray(find_line(e.axes[axis], label).get_ydata()).copy()
+    draws = e.n_draws
+    getattr(e, control).value = value
+    assert e.n_draws == draws + 1
+    after = np.asarray(find_line(e.axes[axis], label).get_ydata())
+    assert before.shape != after.shape or not np.array_equal(before, after)
+
+
 def ydata(explorer, label):
     return np.asarray(explorer.lines[label].get_ydata())
 
@@ -169,14 +180,8 @@ def test_adjoint_time_slider_only_indexes(adjoint_explorer, monkeypatch):
     ("restore_box", False),
 ])
 def test_every_adjoint_control_changes_the_figure(adjoint_explorer, control, value):
-    e = adjoint_explorer
-    e.update(t=0.0, damping=1.0, n_obs=4, rtol=1e-6, restore=True)
-    before = np.asarray(find_line(e.axes[2], "dL/dA11").get_ydata()).copy()
-    draws = e.n_draws
-    getattr(e, control).value = value
-    assert e.n_draws == draws + 1
-    after = np.asarray(find_line(e.axes[2], "dL/dA11").get_ydata())
-    assert before.shape != after.shape or not np.array_equal(before, after)
+    adjoint_explorer.update(t=0.0, damping=1.0, n_obs=4, rtol=1e-6, restore=True)
+    assert_one_redraw_changes(adjoint_explorer, control, value, 2, "dL/dA11")
 
 
 def test_adjoint_explorer_caches_each_setting(adjoint_explorer):
@@ -230,14 +235,8 @@ def test_step_explorer_marks_are_the_solvers_steps(step_explorer):
 
 @pytest.mark.parametrize("control, value", [("rtol_slider", 1e-5), ("method_menu", "bosh3")])
 def test_every_step_control_changes_the_figure(step_explorer, control, value):
-    e = step_explorer
-    e.update(method="adaptive_heun", rtol=1e-2)
-    before = np.asarray(find_line(e.axes[1], "step size").get_ydata()).copy()
-    draws = e.n_draws
-    getattr(e, control).value = value
-    assert e.n_draws == draws + 1
-    after = np.asarray(find_line(e.axes[1], "step size").get_ydata())
-    assert before.shape != after.shape or not np.array_equal(before, after)
+    step_explorer.update(method="adaptive_heun", rtol=1e-2)
+    assert_one_redraw_changes(step_explorer, control, value, 1, "step size")
 
 
 def test_step_explorer_says_when_a_solver_gives_up(step_explorer):
