@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from .adjoint import odeint_adjoint
 from .models import ODENet
 from .solvers import Stats, odeint
+from .solvers.checks import check_int
 
 
 def standard_normal_logprob(z: torch.Tensor) -> torch.Tensor:
@@ -212,9 +213,8 @@ def fit_flow(model: nn.Module, x: torch.Tensor, *, steps: int, lr: float,
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or len(x) == 0:
         raise ValueError("x must be a non-empty tensor of shape (N, D), got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-    for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    check_int("steps", steps)  # their range is checked below, together with the rates
+    check_int("batch_size", batch_size)
     if steps < 1 or batch_size < 1 or not lr > 0 or not 0 < lr_final_ratio <= 1:
         raise ValueError(f"need steps >= 1, batch_size >= 1, lr > 0 and 0 < lr_final_ratio <= "
                          f"1, got steps={steps}, batch_size={batch_size}, lr={lr}, "

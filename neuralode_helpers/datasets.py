@@ -13,22 +13,12 @@ Every generator takes a ``seed`` (or a ``torch.Generator``) and is deterministic
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 import torch
 
 from .solvers import odeint
-
-
-def _check_count(name, value, minimum=0):
-    """A count is an int (numpy's too) of at least ``minimum``, or a clear error naming it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
+from .solvers.checks import check_int
 
 #: The matrix of the classic spiral demo: a slow decay (-0.1) and a fast rotation (±2).
 SPIRAL_A = ((-0.1, 2.0), (-2.0, -0.1))
@@ -63,8 +53,8 @@ def spiral_family(n: int, n_grid: int = 64, t_end: float = 4 * math.pi, noise: f
     ``x_true`` and ``x_noisy = x_true + noise·ε`` of shape ``(n, n_grid, 2)``, and the
     directions ``s`` ``(n,)``.
     """
-    n = _check_count("n", n)
-    n_grid = _check_count("n_grid", n_grid, 1)
+    n = check_int("n", n, 0)
+    n_grid = check_int("n_grid", n_grid, 1)
     rng = np.random.default_rng(seed)
     s = rng.choice([-1.0, 1.0], size=n)
     phi0 = rng.uniform(0.0, 2 * math.pi, size=n)
@@ -85,9 +75,9 @@ def irregular_indices(n_series: int, n_window: int, n_obs: int, seed: int = 0) -
     Every series gets its own observation times (irregular sampling), but all of them are
     points of one shared grid, so a batch can still be solved in one ODE call.
     """
-    n_series = _check_count("n_series", n_series)
-    n_window = _check_count("n_window", n_window, 1)
-    n_obs = _check_count("n_obs", n_obs, 1)
+    n_series = check_int("n_series", n_series, 0)
+    n_window = check_int("n_window", n_window, 1)
+    n_obs = check_int("n_obs", n_obs, 1)
     if not 1 <= n_obs <= n_window:
         raise ValueError(f"need 1 <= n_obs <= n_window, got n_obs={n_obs}, n_window={n_window}")
     g = torch.Generator().manual_seed(seed)
@@ -98,7 +88,7 @@ def irregular_indices(n_series: int, n_window: int, n_obs: int, seed: int = 0) -
 def two_moons(n: int, noise: float = 0.05, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
     """``n`` points ``(n, 2)`` on two interleaved half circles (radius 1), plus Gaussian noise,
     centred and scaled to roughly unit variance."""
-    n = _check_count("n", n)
+    n = check_int("n", n, 0)
     rng = np.random.default_rng(seed)
     n1 = n // 2
     a = rng.uniform(0.0, math.pi, size=n)
@@ -113,7 +103,7 @@ def two_moons(n: int, noise: float = 0.05, seed: int = 0, dtype=torch.float32) -
 def two_circles(n: int, radii=(1.0, 2.0), noise: float = 0.08, seed: int = 0,
                 dtype=torch.float32) -> torch.Tensor:
     """``n`` points ``(n, 2)``, half on each of two concentric circles, plus Gaussian noise."""
-    n = _check_count("n", n)
+    n = check_int("n", n, 0)
     rng = np.random.default_rng(seed)
     a = rng.uniform(0.0, 2 * math.pi, size=n)
     r = np.where(np.arange(n) < n // 2, radii[0], radii[1])
@@ -129,7 +119,7 @@ def nested_circles(n: int, r_inner: float = 0.5, r_outer=(1.0, 1.5), seed: int =
     Returns ``(x, y)``: points ``(n, 2)`` uniform in the disk (label 0) or the ring (label 1),
     half each, and labels ``(n,)`` as floats.
     """
-    n = _check_count("n", n)
+    n = check_int("n", n, 0)
     rng = np.random.default_rng(seed)
     n0 = n // 2
     # uniform in area: radius ∝ sqrt(U)

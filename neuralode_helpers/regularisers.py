@@ -43,6 +43,7 @@ from torch import nn
 from .adjoint import odeint_adjoint
 from .cnf import standard_normal_logprob
 from .solvers import odeint
+from .solvers.checks import check_int
 
 
 def _check_tensor(name: str, x) -> torch.Tensor:
@@ -409,7 +410,7 @@ def train_cnf(field, data, *, steps: int = 100, batch_size: int = 128, lr: float
     STEER's end times when used, and the wall time. Ctrl-C stops cleanly (``interrupted``).
     """
     # training imports this module
-    from .training import TrainResult, check_int, check_schedule, optimise
+    from .training import TrainResult, check_schedule, optimise
 
     if not isinstance(field, nn.Module) or not hasattr(field, "net") or not hasattr(field,
                                                                                     "dim"):

@@ -25,6 +25,7 @@ from .models import ODENet
 from .problems import toy_solution
 from .regularisers import RNODE, RegularisedField, check_steer, initial_state, sample_end_time
 from .solvers import Stats, odeint
+from .solvers.checks import check_int
 
 
 class WindowedField(nn.Module):
@@ -62,14 +63,6 @@ class TrainResult:
     end_times: list = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
-
-
-def check_int(name, value, minimum):
-    """``value`` is an int (not a bool) of at least ``minimum``, or a clear error naming it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
 def _check_number(name, value, *, positive=False, allow_none=False):

@@ -29,6 +29,16 @@ _OPTIONS = {
 _RENAMED = {"max_steps": "max_num_steps", "min_factor": "dfactor", "max_factor": "ifactor"}
 
 
+def check_int(name, value, minimum=None) -> int:
+    """``value`` as an int: an int (numpy's too, not a bool) of at least ``minimum`` (None:
+    any), or a clear error naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
 def method_family(method: str) -> str:
     if method in FIXED_STEP_METHODS:
         return "fixed"
@@ -134,25 +144,12 @@ class State:
             shape, dtype = self.shapes[0], self.dtypes[0]
 
             def f(t, z):
-                try:
-                    out = func(t, z)
-                except RuntimeError as error:
-                    better = _with_context(error, z)
-                    if better is None:
-                        raise
-                    raise better from error
-                return _check_output(out, shape, dtype, "")
+                return _check_output(_call_field(func, t, z, z), shape, dtype, "")
 
             return f
 
         def f_tuple(t, y):
-            try:
-                out = func(t, self.unpack(y))
-            except RuntimeError as error:
-                better = _with_context(error, y)
-                if better is None:
-                    raise
-                raise better from error
+            out = _call_field(func, t, self.unpack(y), y)
             if not isinstance(out, (tuple, list)) or len(out) != len(self.shapes):
                 raise TypeError(f"func(t, z) must return a tuple of {len(self.shapes)} "
                                 f"tensors like z, got {type(out).__name__}")
@@ -285,16 +282,20 @@ def _check_signature(func):
                         "does not use t still takes it, e.g. lambda t, z: -z") from None
 
 
-def _with_context(error, z):
-    """An error raised inside func, with what to do about it where we can tell: a dtype
-    mismatch (a float32 model with a float64 state, or the other way round)."""
-    text = str(error)
-    if type(error) is RuntimeError and ("dtype" in text or "scalar type" in text):
-        return TypeError(f"func(t, z) failed with z of dtype {z.dtype}: {text}. Does func hold "
-                         "tensors of another dtype (weights, a matrix)? Give z0 and them one "
-                         "dtype: z0.to(torch.float32) for a float32 model, or model.double() "
-                         "and float64 tensors")
-    return None
+def _call_field(func, t, z, y):
+    """``func(t, z)``; an error raised inside it gets what to do about it where we can tell:
+    a dtype mismatch (a float32 model with the state ``y`` in float64, or the other way
+    round). Other errors pass through unchanged."""
+    try:
+        return func(t, z)
+    except RuntimeError as error:
+        text = str(error)
+        if type(error) is not RuntimeError or not ("dtype" in text or "scalar type" in text):
+            raise
+        raise TypeError(f"func(t, z) failed with z of dtype {y.dtype}: {text}. Does func hold "
+                        "tensors of another dtype (weights, a matrix)? Give z0 and them one "
+                        "dtype: z0.to(torch.float32) for a float32 model, or model.double() "
+                        "and float64 tensors") from error
 
 
 def private_graph():
