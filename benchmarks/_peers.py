@@ -89,6 +89,17 @@ def torchode_methods(field, z0, t, target, loss_fn, rtol, atol):
 # diffrax (JAX, jit-compiled)
 # ---------------------------------------------------------------------------------------------
 
+def jax_mlp(p, z):
+    """The benchmark's 2-64-64-2 tanh network in JAX, on torch's (out, in) weight layout:
+    ``p`` holds the six parameter arrays of the torch field, in its order."""
+    import jax.numpy as jnp
+
+    w1, b1, w2, b2, w3, b3 = p
+    h = jnp.tanh(z @ w1.T + b1)
+    h = jnp.tanh(h @ w2.T + b2)
+    return h @ w3.T + b3
+
+
 def diffrax_methods(field, z0, t, target, rtol, atol):
     try:
         import diffrax
@@ -103,13 +114,10 @@ def diffrax_methods(field, z0, t, target, rtol, atol):
 
     calls = [0]
 
-    def mlp(p, z, count=False):  # the same 2-64-64-2 tanh network, torch's (out, in) layout
+    def mlp(p, z, count=False):
         if count:  # a host callback per call of the field, in the counting build only
             jax.debug.callback(lambda: calls.__setitem__(0, calls[0] + 1))
-        w1, b1, w2, b2, w3, b3 = p
-        h = jnp.tanh(z @ w1.T + b1)
-        h = jnp.tanh(h @ w2.T + b2)
-        return h @ w3.T + b3
+        return jax_mlp(p, z)
 
     # pcoeff=0, icoeff=1: the integral controller, as ours, torchdiffeq's and torchode's
     controller = diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.0, icoeff=1.0,

@@ -38,10 +38,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _peers  # noqa: E402,F401  (sets XLA_FLAGS before anything imports jax)
+import _peers  # noqa: E402  (sets XLA_FLAGS before anything imports jax)
 import bench_adjoint as bench  # noqa: E402
 from _machine import cpu_name  # noqa: E402
 from bench_attempts import race  # noqa: E402
+from bench_vjp_by_hand import vjp_autograd  # noqa: E402  (what the adjoint does)
 
 from neuralode_helpers import odeint, odeint_adjoint  # noqa: E402
 
@@ -102,14 +103,6 @@ class Floor:
         return max((x - y).abs().max().item() for x, y in zip(ref, mine))
 
 
-def autograd_vjp(net, z, a):
-    """What the adjoint does per backward evaluation: f with a graph, then one autograd.grad."""
-    with torch.enable_grad():
-        zz = z.detach().requires_grad_(True)
-        f = net(zz)
-        return (f, *torch.autograd.grad(f, [zz, *net.parameters()], a))
-
-
 class OpCounter(TorchDispatchMode):
     """Counts the ATen operations that run (forward and backward: the CPU autograd engine
     runs the backward on the calling thread, inside the mode)."""
@@ -141,14 +134,8 @@ def jax_variants(net, z, a):
     p = [jnp.asarray(x.detach().numpy()) for x in net.parameters()]
     zj, aj = jnp.asarray(z.numpy()), jnp.asarray(a.numpy())
 
-    def mlp(p, z):
-        w1, b1, w2, b2, w3, b3 = p
-        h = jnp.tanh(z @ w1.T + b1)
-        h = jnp.tanh(h @ w2.T + b2)
-        return h @ w3.T + b3
-
-    f = jax.jit(mlp)
-    fv = jax.jit(lambda p, z, a: (mlp(p, z), jax.vjp(mlp, p, z)[1](a)))
+    f = jax.jit(_peers.jax_mlp)
+    fv = jax.jit(lambda p, z, a: (_peers.jax_mlp(p, z), jax.vjp(_peers.jax_mlp, p, z)[1](a)))
 
     def calls(fn):
         return lambda: [jax.block_until_ready(fn()) for _ in range(CALLS)]
@@ -181,7 +168,7 @@ def main(repeats=25):
         "PyTorch kernels only: f + VJP": calls(floor.field_and_vjp),
         "PyTorch eager: f (nn.Module, no graph)": calls(eager_field),
         "PyTorch eager: f + VJP (autograd.grad, as our adjoint)":
-            calls(lambda: autograd_vjp(net, z0, a)),
+            calls(lambda: vjp_autograd(net, z0, a)),
         "PyTorch: one small operation (add of two (256, 2) tensors)":
             calls(lambda: torch.add(z0, a, out=floor.gz)),
         "PyTorch: tanh of (256, 64)": calls(lambda: torch.tanh(h, out=floor.s1)),
@@ -244,9 +231,7 @@ def main(repeats=25):
 
 
 def write_report(per, grads, floors, nfe, ops, op_us, diff, skipped, compile_s, repeats):
-    import _peers as peers_mod
-
-    v = peers_mod.versions()
+    v = _peers.versions()
     lines = [
         "# The PyTorch kernel floor on the benchmark's problem (issue #13)",
         "",
