@@ -47,8 +47,7 @@ from .solvers.checks import (
     SCIPY_METHODS,
     check_call,
     check_method,
-    private_graph,
-    untracked_leaves,
+    closure_check,
 )
 from .solvers.trajectory import Trajectory
 
@@ -382,17 +381,7 @@ def odeint_adjoint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", option
     if torch.is_grad_enabled():
         # One evaluation with a graph: does func depend on a tensor we would not
         # differentiate? (It also serves as the forward solve's first evaluation.)
-        t0, y0 = call.t[0].detach(), call.y0.detach()
-        with torch.enable_grad(), private_graph():
-            f0 = call.func(t0, y0)
-        lost = untracked_leaves(f0, params, inputs=(t0, y0))
-        if lost:
-            shapes = ", ".join(str(tuple(x.shape)) for x in lost[:3])
-            raise ValueError(
-                f"func depends on {len(lost)} tensor(s) that require grad but are not in "
-                f"params (shapes {shapes}): their gradient would be lost. Pass them as "
-                "params=[...] (torchdiffeq: adjoint_params=), or make func an nn.Module "
-                "that holds them as parameters")
+        f0 = closure_check(call.func, call.t, call.y0, params)
         f0 = f0.detach()
         if call.method.startswith("scipy:"):
             f0 = None  # scipy evaluates its own first point

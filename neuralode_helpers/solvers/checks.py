@@ -332,3 +332,21 @@ def untracked_leaves(out: torch.Tensor, allowed, inputs=()) -> list:
             continue
         stack.extend(fn for fn, _ in node.next_functions)
     return found
+
+
+def closure_check(func, t, y0, params):
+    """f(t_0, z_0), detached, after checking that ``func`` depends on no tensor that
+    requires grad other than ``params`` (a closure whose gradient the adjoint would lose):
+    raise ``ValueError`` naming what to do if it does."""
+    t0, y0 = t[0].detach(), y0.detach()
+    with torch.enable_grad(), private_graph():
+        f0 = func(t0, y0)
+    lost = untracked_leaves(f0, params, inputs=(t0, y0))
+    if lost:
+        shapes = ", ".join(str(tuple(x.shape)) for x in lost[:3])
+        raise ValueError(
+            f"func depends on {len(lost)} tensor(s) that require grad but are not in "
+            f"params (shapes {shapes}): their gradient would be lost. Pass them as "
+            "params=[...] (torchdiffeq: adjoint_params=), or make func an nn.Module "
+            "that holds them as parameters")
+    return f0.detach()
