@@ -19,9 +19,9 @@ NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --nbval-saniti
 
 # The course's tensors are tiny: one thread per process is fastest, and avoids several
 # processes (pytest, a kernel, JupyterLab) fighting over the cores during the tests.
-test lint unit notebooks run bench book: export OMP_NUM_THREADS := 1
+test lint unit notebooks run bench book fuzz: export OMP_NUM_THREADS := 1
 
-.PHONY: install install-student venv lab test unit notebooks lint run bench book clean
+.PHONY: install install-student venv lab test unit notebooks lint run bench book fuzz clean
 
 # Before anything is created: a Python that is new enough, and no half-built .venv.
 # Kept as one shell snippet so that each install step runs it first (tests/test_setup.py
@@ -107,6 +107,12 @@ bench: install
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/bench_adjoint.py
 	$(BIN)/python benchmarks/bench_floor.py
+
+# The long run of the gradient fuzzer (tests/fuzz_gradients.py; about 20 minutes on 2
+# cores): every gradient method x problem family x option, against exact answers. It writes
+# its summary to tests/fuzz_latest.md; `make unit` runs a bounded version.
+fuzz: install
+	$(BIN)/python tests/fuzz_gradients.py --examples 5000 --summary tests/fuzz_latest.md
 
 # The executed series as static HTML pages in _build/book/ (open _build/book/index.html).
 book: $(STUDENT)
