@@ -313,6 +313,9 @@ def untracked_leaves(out: torch.Tensor, allowed, inputs=()) -> list:
 
     Leaves that share storage with ``inputs`` (the state and time that func was called with)
     are func's own: a field that computes a divergence marks its input z as requiring grad.
+    ``inputs`` must therefore be fresh copies made for this call, sharing storage with
+    nothing else (see :func:`closure_leaves`), or a closure over a tensor that z0 or t is a
+    view of would be exempted too.
     """
     own = {x.untyped_storage().data_ptr() for x in inputs}
     allowed_ids = {id(a) for a in allowed}
@@ -334,14 +337,41 @@ def untracked_leaves(out: torch.Tensor, allowed, inputs=()) -> list:
     return found
 
 
+def closure_leaves(func, t0, y0, allowed=()):
+    """``(f0, lost)``: ``f0 = func(t0, y0)`` evaluated with a graph, and the tensors that
+    require grad, that f0 depends on and that are not in ``allowed``.
+
+    func is called on fresh copies of ``t0`` and ``y0``, so that sharing storage with them
+    identifies only what func made of its own input (``z.requires_grad_()`` in a divergence
+    field), never a tensor that the caller's z0 or t is a view of, nor z0 or t themselves.
+
+    A closure is the same tensor object on every call; a leaf that func makes afresh on each
+    call (``t = torch.tensor(t).requires_grad_()``) is not, and nothing could pass it as a
+    parameter. So when there are suspects, func is evaluated a second time and only the
+    suspects found both times (by identity) are kept.
+    """
+    def suspects():
+        t_in, y_in = t0.detach().clone(), y0.detach().clone()
+        with torch.enable_grad(), private_graph():
+            out = func(t_in, y_in)
+        return out, untracked_leaves(out, allowed, inputs=(t_in, y_in))
+
+    f0, lost = suspects()
+    if lost:
+        # Both lists hold their tensors until the comparison is done, so that an id of the
+        # first call cannot be reused by an object of the second.
+        _, again = suspects()
+        again_ids = {id(x) for x in again}
+        lost = [x for x in lost if id(x) in again_ids]
+        del again
+    return f0, lost
+
+
 def closure_check(func, t, y0, params):
     """f(t_0, z_0), detached, after checking that ``func`` depends on no tensor that
     requires grad other than ``params`` (a closure whose gradient the adjoint would lose):
-    raise ``ValueError`` naming what to do if it does."""
-    t0, y0 = t[0].detach(), y0.detach()
-    with torch.enable_grad(), private_graph():
-        f0 = func(t0, y0)
-    lost = untracked_leaves(f0, params, inputs=(t0, y0))
+    raise ``ValueError`` naming what to do if it does. See :func:`closure_leaves`."""
+    f0, lost = closure_leaves(func, t[0], y0, params)
     if lost:
         shapes = ", ".join(str(tuple(x.shape)) for x in lost[:3])
         raise ValueError(
