@@ -2,12 +2,17 @@
 Butcher tableaus (consistency, order, gradients) and per-step checkpointing's memory."""
 
 import warnings
+from functools import cache
+from math import prod
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import neuralode_helpers as nh
+from neuralode_helpers.solvers import ADAPTIVE_METHODS, FIXED_STEP_METHODS, TABLEAUS
+from neuralode_helpers.solvers.tableaus import ButcherTableau
 
 F64 = torch.float64
 T01 = torch.tensor([0.0, 1.0], dtype=F64)
@@ -127,3 +132,196 @@ def test_real_closure_next_to_per_call_leaf_still_raises():
     with pytest.raises(ValueError, match=r"1 tensor\(s\)"):
         nh.odeint_adjoint(lambda t, z: scale * f(t, z), z0, T01,
                           params=list(f.parameters()))
+
+
+# ---- Butcher tableaus ------------------------------------------------------------------------
+
+NEW_METHODS = ("heun2", "heun3", "fehlberg2", "dopri8")
+
+
+@cache
+def _trees(n):
+    """Rooted trees with n nodes, a tree being the sorted tuple of its root's subtrees."""
+    return tuple(sorted(set(_forests(n - 1)))) if n > 1 else ((),)
+
+
+@cache
+def _forests(m):
+    """Multisets of trees with m nodes in all, as sorted tuples."""
+    if m == 0:
+        return ((),)
+    out = set()
+    for k in range(1, m + 1):
+        for tree in _trees(k):
+            for rest in _forests(m - k):
+                out.add(tuple(sorted(rest + (tree,))))
+    return tuple(sorted(out))
+
+
+def _order_residuals(tab, b, order, power=None):
+    """max over the trees of each order r <= ``order`` of |sum_i b_i Phi_i(tree) - 1/gamma|:
+    Phi_i(tree) = prod over subtrees u of sum_j a_ij Phi_j(u); gamma(tree) = |tree| prod
+    gamma(u) (Butcher's order conditions). With ``power`` m, b holds the coefficients of
+    theta^m in dense-output weights b_i(theta), and the target is 1/gamma for trees of
+    order m, else 0 (sum_i b_i(theta) Phi_i = theta^r / gamma at every theta)."""
+    s = len(tab.c)
+    A = np.zeros((s, s))
+    for i, row in enumerate(tab.a):
+        A[i, :len(row)] = row
+
+    @cache
+    def phi(tree):
+        return np.prod([A @ phi(u) for u in tree], axis=0) if tree else np.ones(s)
+
+    def size(tree):
+        return 1 + sum(size(u) for u in tree)
+
+    def gamma(tree):
+        return size(tree) * prod(gamma(u) for u in tree)
+
+    def target(tree, r):
+        if power is None:
+            return 1 / gamma(tree)
+        return (1 / gamma(tree)) if power == r else 0.0
+
+    return {r: max(abs(float(np.dot(b, phi(tree))) - target(tree, r)) for tree in _trees(r))
+            for r in range(1, order + 1)}
+
+
+def test_rooted_tree_counts():
+    assert [len(_trees(n)) for n in range(1, 9)] == [1, 1, 2, 4, 9, 20, 48, 115]
+
+
+def test_method_lists_come_from_the_table():
+    assert set(FIXED_STEP_METHODS) | set(ADAPTIVE_METHODS) == set(TABLEAUS)
+    assert all(TABLEAUS[m].e is None for m in FIXED_STEP_METHODS)
+    assert set(NEW_METHODS) <= set(TABLEAUS)
+    assert set(TABLEAUS) <= set(nh.solvers.METHODS)
+
+
+@pytest.mark.parametrize("name", list(TABLEAUS))
+def test_tableau_is_consistent_and_of_its_order(name):
+    tab = TABLEAUS[name]
+    for ci, row in zip(tab.c, tab.a):
+        assert sum(row) == pytest.approx(ci, abs=1e-14) if row else ci == 0.0
+    res = _order_residuals(tab, tab.b, tab.order)
+    assert all(v < 1e-13 for v in res.values()), res
+    if tab.order < 8:
+        # and no higher: the order claimed is the order (a sharper claim would be a typo)
+        assert _order_residuals(tab, tab.b, tab.order + 1)[tab.order + 1] > 1e-6
+    if tab.e is not None:
+        assert abs(sum(tab.e)) < 1e-14
+        # the embedded solution b - e is one order lower
+        b_hat = [bi - ei for bi, ei in zip(tab.b, tab.e)]
+        res = _order_residuals(tab, b_hat, tab.order - 1)
+        assert all(v < 1e-13 for v in res.values()), res
+    if tab.dense is not None:
+        # the dense output ends at the step's solution: b_i(1) = b_i
+        for row, bi in zip(tab.dense, tab.b):
+            assert sum(row) == pytest.approx(bi, abs=1e-14)
+
+
+def test_fsal_invariant_is_checked_when_a_tableau_is_built():
+    ok = dict(c=(0.0, 1.0, 1.0), a=((), (1.0,), (0.5, 0.5)), b=(0.5, 0.5, 0.0))
+    ButcherTableau("ok", 2, fsal=True, **ok)
+    for bad in (dict(ok, a=((), (1.0,), (0.4, 0.6))),  # last row is not b
+                dict(ok, c=(0.0, 1.0, 0.9)),  # last stage not at t + h
+                dict(ok, b=(0.5, 0.4, 0.1))):  # the last stage has a weight
+        with pytest.raises(ValueError, match="fsal"):
+            ButcherTableau("bad", 2, fsal=True, **bad)
+    with pytest.raises(ValueError, match="stages"):
+        ButcherTableau("bad", 2, c=(0.0, 1.0), a=((),), b=(0.5, 0.5))
+
+
+def _fixed_error(method, n):
+    """|z_N - e^{-1}| for dz/dt = -z, z(0) = 1, after n equal steps to t = 1."""
+    zs = nh.odeint(lambda t, z: -z, torch.ones(1, dtype=F64), T01, method=method,
+                   options={"step_size": 1.0 / n})
+    return abs(zs[-1, 0].item() - np.exp(-1.0))
+
+
+@pytest.mark.parametrize("method", FIXED_STEP_METHODS)
+def test_fixed_method_converges_at_its_order(method):
+    order = TABLEAUS[method].order
+    errs = [_fixed_error(method, n) for n in (8, 16, 32)]
+    observed = [np.log2(errs[i] / errs[i + 1]) for i in range(2)]
+    assert all(abs(o - order) < 0.25 for o in observed), observed
+
+
+@pytest.mark.parametrize("method", ADAPTIVE_METHODS)
+def test_adaptive_method_reaches_a_tight_tolerance(method):
+    # dz/dt = cos(t) z, z = exp(sin t). The tolerance bounds each step's local error, so the
+    # global error may be some tens of times larger over many steps.
+    t = torch.tensor([0.0, 3.0], dtype=F64)
+    tol = {"adaptive_heun": 1e-7, "fehlberg2": 1e-7, "bosh3": 1e-8}.get(method, 1e-10)
+    stats = nh.Stats()
+    zs = nh.odeint(lambda tt, z: torch.cos(tt) * z, torch.ones(1, dtype=F64), t,
+                   method=method, rtol=tol, atol=tol, stats=stats)
+    err = abs(zs[-1, 0].item() - np.exp(np.sin(3.0)))
+    assert err < 100 * tol, (err, stats.forward)
+
+
+def _dense_error(method, h):
+    """One step of size h from 0, outputs inside it: the error of the dense output."""
+    t = torch.tensor([0.0, 0.23 * h, 0.5 * h, 0.71 * h, 0.9 * h, h], dtype=F64)
+    zs = nh.odeint(lambda tt, z: torch.cos(tt) * z, torch.ones(1, dtype=F64), t,
+                   method=method, rtol=1e3, atol=1e3,
+                   options={"first_step": h, "ifactor": 1.0, "dfactor": 1.0, "safety": 1.0})
+    return (zs[1:-1, 0] - torch.exp(torch.sin(t[1:-1]))).abs().max().item()
+
+
+DENSE_ORDERS = {"adaptive_heun": 2, "fehlberg2": 2, "bosh3": 3, "dopri5": 4, "tsit5": 4,
+                "dopri8": 5}
+
+
+@pytest.mark.parametrize("method", ADAPTIVE_METHODS)
+def test_dense_output_satisfies_the_order_conditions(method):
+    """The cubic Hermite interpolant has order min(3, order); dopri5's and tsit5's published
+    ones order 4; dopri8's (derived here) order 5."""
+    tab = TABLEAUS[method]
+    q = DENSE_ORDERS[method]
+    for m in range(1, len(tab.dense[0]) + 1):
+        coeffs = [row[m - 1] for row in tab.dense]
+        res = _order_residuals(tab, coeffs, q, power=m)
+        assert all(v < 1e-12 for v in res.values()), (m, res)
+
+
+@pytest.mark.parametrize("method,expected", [("fehlberg2", 3), ("dopri8", 6)])
+def test_new_adaptive_methods_dense_output_order(method, expected):
+    # fehlberg2: cubic Hermite through (y, f) at both ends, but its own solution is 2nd
+    # order, so the local error h^3 dominates. dopri8: an order-5 interpolant, local error
+    # h^6 (the step's own error, h^9, is far below).
+    hs = (0.8, 0.4, 0.2) if method == "dopri8" else (0.4, 0.2, 0.1)
+    errs = [_dense_error(method, h) for h in hs]
+    observed = [np.log2(errs[i] / errs[i + 1]) for i in range(2)]
+    assert all(o > expected - 0.4 for o in observed), (observed, errs)
+
+
+def _exact_grads(A, z0, t, w):
+    Ae, z0e, te = (x.detach().clone().requires_grad_() for x in (A, z0, t))
+    (nh.linear_solution(Ae, z0e, te) * w).sum().backward()
+    return Ae.grad, z0e.grad, te.grad
+
+
+GRAD_CASES = {  # settings, relative tolerance on dL/dA, dL/dz0, dL/dt
+    "heun2": (dict(options={"step_size": 1e-3}), 1e-5),
+    "heun3": (dict(options={"step_size": 4e-3}), 1e-6),
+    "fehlberg2": (dict(rtol=1e-7, atol=1e-9), 1e-4),
+    "dopri8": (dict(rtol=1e-11, atol=1e-13), 5e-7),  # backprop: dL/dt through dense output
+}
+
+
+@pytest.mark.parametrize("adjoint", [True, False], ids=["adjoint", "backprop"])
+@pytest.mark.parametrize("method", list(GRAD_CASES))
+def test_new_methods_give_exact_gradients(method, adjoint, linear_problem):
+    """dL/dA, dL/dz0, dL/dt against autograd through matrix_exp, for odeint_adjoint and for
+    backprop through odeint."""
+    A, z0, t = linear_problem
+    kw, tol = GRAD_CASES[method]
+    w = torch.randn(len(t), *z0.shape, dtype=F64, generator=torch.Generator().manual_seed(0))
+    model = nh.LinearODE(A)
+    z0a, ta = z0.clone().requires_grad_(), t.clone().requires_grad_()
+    solve = nh.odeint_adjoint if adjoint else nh.odeint
+    (solve(model, z0a, ta, method=method, **kw) * w).sum().backward()
+    for g, e in zip((model.A.grad, z0a.grad, ta.grad), _exact_grads(A, z0, t, w)):
+        assert ((g - e).norm() / e.norm()).item() < tol

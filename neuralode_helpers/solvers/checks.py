@@ -12,9 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
+from .tableaus import TABLEAUS
+
 FLOAT_DTYPES = (torch.float32, torch.float64)
-FIXED_STEP_METHODS = ("euler", "midpoint", "rk4")
-ADAPTIVE_METHODS = ("adaptive_heun", "bosh3", "dopri5", "tsit5")
+#: The torch methods, from the one table of them: a method is adaptive when its tableau has
+#: error weights.
+FIXED_STEP_METHODS = tuple(name for name, tab in TABLEAUS.items() if tab.e is None)
+ADAPTIVE_METHODS = tuple(name for name, tab in TABLEAUS.items() if tab.e is not None)
 SCIPY_METHODS = ("scipy:RK45", "scipy:RK23", "scipy:DOP853", "scipy:Radau", "scipy:BDF",
                  "scipy:LSODA")
 METHODS = FIXED_STEP_METHODS + ADAPTIVE_METHODS + SCIPY_METHODS

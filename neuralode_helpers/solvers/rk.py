@@ -56,8 +56,12 @@ def error_estimate(tab: ButcherTableau, h, ks):
 
 def dense_output(tab: ButcherTableau, y, ks, h, theta):
     r""":math:`y(t + \theta h) \approx y + h \sum_i k_i \sum_m P_{im} \theta^{m+1}`, for
-    θ in [0, 1] (``theta`` a float or 0-d tensor)."""
-    powers = (theta, theta * theta, theta ** 3, theta ** 4)
+    θ in [0, 1] (``theta`` a float or 0-d tensor); ``P = tab.dense``, rows of any length
+    (the degree of the interpolant)."""
+    degree = max(len(row) for row in tab.dense)
+    powers = [theta]
+    for _ in range(degree - 1):
+        powers.append(powers[-1] * theta)
     out = y
     for row, k in zip(tab.dense, ks):
         if any(row):

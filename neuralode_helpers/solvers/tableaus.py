@@ -12,8 +12,15 @@ lower-order solution, so that :math:`h \sum_i e_i k_i` estimates the local error
 :math:`b_i(\theta) = \sum_m P_{im} \theta^{m+1}` with
 :math:`y(t + \theta h) \approx y + h \sum_i b_i(\theta) k_i` for :math:`\theta \in [0, 1]`.
 
-Adding a method means adding a table to :data:`TABLEAUS`; the stepper, controller and dense
-output are shared.
+Adding a method means adding a table to :data:`TABLEAUS`; the stepper, controller, dense
+output and the method name lists (:data:`~.checks.FIXED_STEP_METHODS`,
+:data:`~.checks.ADAPTIVE_METHODS`) are derived from it.
+
+Every adaptive method here is FSAL: its last stage is :math:`f(t + h, y_1)`, the next step's
+first stage. A published pair whose last stage is not that (Fehlberg 2(1), Dormand–Prince
+8(7)) gets it appended as an extra stage with weight 0: the cost per accepted step is the
+same (one evaluation saved at the start of every step, one added at its end), and the
+derivative at the end of the step gives the cubic Hermite dense output.
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ class ButcherTableau:
 
     ``c``: (s,) nodes; ``a``: s rows, row i holding a_ij for j < i; ``b``: (s,) solution
     weights; ``order``: the order of y_1. Adaptive methods add ``e`` (s,) = b - b_hat and
-    ``dense`` (s rows of 4 coefficients of θ, θ², θ³, θ⁴). ``fsal``: the last stage is
-    f(t + h, y_1), so it is the next step's first stage ("first same as last").
+    ``dense`` (s rows of the coefficients of θ, θ², …: 4 of them, 5 for dopri8). ``fsal``:
+    the last stage is f(t + h, y_1), so it is the next step's first stage ("first same as
+    last"); checked when the tableau is built.
     """
 
     name: str
@@ -40,9 +48,21 @@ class ButcherTableau:
     dense: tuple | None = None
     fsal: bool = False
 
-    @property
-    def adaptive(self) -> bool:
-        return self.e is not None
+    def __post_init__(self):
+        s = len(self.c)
+        if len(self.a) != s or len(self.b) != s or any(len(r) != i for i, r in enumerate(self.a)):
+            raise ValueError(f"{self.name}: c, a and b must describe {s} stages (row i of a "
+                             "holding i entries)")
+        if (self.e is not None and len(self.e) != s) or (self.dense is not None
+                                                          and len(self.dense) != s):
+            raise ValueError(f"{self.name}: e and dense must have one entry per stage ({s})")
+        if self.fsal and (self.c[-1] != 1.0 or tuple(self.a[-1]) != tuple(self.b[:-1])
+                          or self.b[-1] != 0.0):
+            # The stepper takes the last stage's argument as y_1 and hands the last stage to
+            # the next step as f(t + h, y_1): wrong unless the last row is b, at c = 1.
+            raise ValueError(f"{self.name}: fsal=True needs c[-1] == 1, the last row of a "
+                             "equal to b[:-1] and b[-1] == 0 (the last stage is "
+                             "f(t + h, y_1))")
 
 
 def _hermite_dense(b: tuple) -> tuple:
@@ -79,6 +99,17 @@ RK4 = ButcherTableau(
     b=(1 / 6, 1 / 3, 1 / 3, 1 / 6),
 )
 
+# Heun's method (Heun 1900; the trapezoidal rule with an Euler predictor), order 2.
+HEUN2 = ButcherTableau("heun2", 2, c=(0.0, 1.0), a=((), (1.0,)), b=(0.5, 0.5))
+
+# Heun's third-order method (Heun 1900): nodes 0, 1/3, 2/3; b_2 = 0.
+HEUN3 = ButcherTableau(
+    "heun3", 3,
+    c=(0.0, 1 / 3, 2 / 3),
+    a=((), (1 / 3,), (0.0, 2 / 3)),
+    b=(0.25, 0.0, 0.75),
+)
+
 # ---- adaptive methods -----------------------------------------------------------------------
 
 # Heun's method (order 2) with Euler embedded (order 1); the third stage is f(t + h, y_1).
@@ -90,6 +121,22 @@ ADAPTIVE_HEUN = ButcherTableau(
     b=_HEUN_B,
     e=_minus(_HEUN_B, (1.0, 0.0, 0.0)),
     dense=_hermite_dense(_HEUN_B),
+    fsal=True,
+)
+
+# Fehlberg (1969, NASA TR R-315), RKF 1(2): stages at c = 0, 1/2, 1; the 2nd-order weights
+# (1/512, 255/256, 1/512) are propagated (local extrapolation, as torchdiffeq does) and the
+# 1st-order ones (1/256, 255/256, 0) give the error estimate. The published third stage is
+# f at the 1st-order solution, not at y_1, so f(t + h, y_1) is appended as a fourth stage
+# (FSAL): three evaluations per step either way.
+_FE_B = (1 / 512, 255 / 256, 1 / 512, 0.0)
+FEHLBERG2 = ButcherTableau(
+    "fehlberg2", 2,
+    c=(0.0, 0.5, 1.0, 1.0),
+    a=((), (0.5,), (1 / 256, 255 / 256), _FE_B[:3]),
+    b=_FE_B,
+    e=_minus(_FE_B, (1 / 256, 255 / 256, 0.0, 0.0)),
+    dense=_hermite_dense(_FE_B),
     fsal=True,
 )
 
@@ -169,5 +216,77 @@ TSIT5 = ButcherTableau(
     fsal=True,
 )
 
-#: Every Runge–Kutta method by name (torchdiffeq's names).
-TABLEAUS = {tab.name: tab for tab in (EULER, MIDPOINT, RK4, ADAPTIVE_HEUN, BOSH3, DOPRI5, TSIT5)}
+# Prince & Dormand (1981), "High order embedded Runge–Kutta formulae", J. Comput. Appl. Math.
+# 7(1), RK8(7)13M: order 8 with an embedded order-7 solution, 13 stages; the coefficients are
+# the paper's rationals. Its 13th stage is not f(t + h, y_1), so that is appended as a 14th
+# stage (FSAL): 13 evaluations per step, as without it.
+#
+# Dense output (ours, not published): the quintic weights b_i(θ) that satisfy the order
+# conditions of every rooted tree up to order 5 at every θ (Σ_i b_i(θ) Φ_i(τ) = θ^|τ| / γ(τ)),
+# with b_i(1) = b_i and b_i'(0), b_i'(1) picking k_1 and k_14 (so the interpolant is C¹ across
+# steps); b_i(θ) = 0 for stages 2-5, whose solution weights are 0. Among the solutions, the
+# one of least norm (an SVD, 40 digits, singular values below 1e-12 of the largest dropped).
+# Order 5: local error O(h⁶), against O(h⁴) for the cubic Hermite interpolant, which left
+# outputs between steps ~1e-5 wrong at tolerances of 1e-10.
+_DP8_B = (14005451 / 335480064, 0.0, 0.0, 0.0, 0.0, -59238493 / 1068277825,
+          181606767 / 758867731, 561292985 / 797845732, -1041891430 / 1371343529,
+          760417239 / 1151165299, 118820643 / 751138087, -528747749 / 2220607170, 1 / 4, 0.0)
+_DP8_B_HAT = (13451932 / 455176623, 0.0, 0.0, 0.0, 0.0, -808719846 / 976000145,
+              1757004468 / 5645159321, 656045339 / 265891186, -3867574721 / 1518517206,
+              465885868 / 322736535, 53011238 / 667516719, 2 / 45, 0.0, 0.0)
+DOPRI8 = ButcherTableau(
+    "dopri8", 8,
+    c=(0.0, 1 / 18, 1 / 12, 1 / 8, 5 / 16, 3 / 8, 59 / 400, 93 / 200,
+       5490023248 / 9719169821, 13 / 20, 1201146811 / 1299019798, 1.0, 1.0, 1.0),
+    a=(
+        (),
+        (1 / 18,),
+        (1 / 48, 1 / 16),
+        (1 / 32, 0.0, 3 / 32),
+        (5 / 16, 0.0, -75 / 64, 75 / 64),
+        (3 / 80, 0.0, 0.0, 3 / 16, 3 / 20),
+        (29443841 / 614563906, 0.0, 0.0, 77736538 / 692538347, -28693883 / 1125000000,
+         23124283 / 1800000000),
+        (16016141 / 946692911, 0.0, 0.0, 61564180 / 158732637, 22789713 / 633445777,
+         545815736 / 2771057229, -180193667 / 1043307555),
+        (39632708 / 573591083, 0.0, 0.0, -433636366 / 683701615, -421739975 / 2616292301,
+         100302831 / 723423059, 790204164 / 839813087, 800635310 / 3783071287),
+        (246121993 / 1340847787, 0.0, 0.0, -37695042795 / 15268766246,
+         -309121744 / 1061227803, -12992083 / 490766935, 6005943493 / 2108947869,
+         393006217 / 1396673457, 123872331 / 1001029789),
+        (-1028468189 / 846180014, 0.0, 0.0, 8478235783 / 508512852, 1311729495 / 1432422823,
+         -10304129995 / 1701304382, -48777925059 / 3047939560, 15336726248 / 1032824649,
+         -45442868181 / 3398467696, 3065993473 / 597172653),
+        (185892177 / 718116043, 0.0, 0.0, -3185094517 / 667107341, -477755414 / 1098053517,
+         -703635378 / 230739211, 5731566787 / 1027545527, 5232866602 / 850066563,
+         -4093664535 / 808688257, 3962137247 / 1805957418, 65686358 / 487910083),
+        (403863854 / 491063109, 0.0, 0.0, -5068492393 / 434740067, -411421997 / 543043805,
+         652783627 / 914296604, 11173962825 / 925320556, -13158990841 / 6184727034,
+         3936647629 / 1978049680, -160528059 / 685178525, 248638103 / 1413531060, 0.0),
+        _DP8_B[:13],
+    ),
+    b=_DP8_B,
+    e=_minus(_DP8_B, _DP8_B_HAT),
+    dense=(
+        (1.0, -5.092259337050233, 10.635056750650767, -9.784598034443183, 3.28354811198418),
+        (0.0, 0.0, 0.0, 0.0, 0.0),
+        (0.0, 0.0, 0.0, 0.0, 0.0),
+        (0.0, 0.0, 0.0, 0.0, 0.0),
+        (0.0, 0.0, 0.0, 0.0, 0.0),
+        (0.0, 1.125805268866587, -0.8761068244097207, -1.9024638008365153, 1.59731302776841),
+        (0.0, 5.7110493349531435, -17.34732387804824, 18.75806378724295, -6.882476436946674),
+        (0.0, 0.01814460213173058, 5.617118039084467, -7.77111653754691, 2.839364565734156),
+        (0.0, -2.6828943358894564, 5.157662200998524, -6.065439463400982, 2.830911984477454),
+        (0.0, -0.08992468244561141, 1.089914217115533, 1.3927607677172003, -1.7321872714648354),
+        (0.0, 2.775915125549211, -12.340796165830783, 17.14478436756455, -7.421715844772854),
+        (0.0, -0.8033069256242725, 2.5762480713120186, -3.9331230595155344, 1.9220723750749251),
+        (0.0, -0.16876452524554783, 2.869113794563713, -3.981934013390783, 1.5315847440726176),
+        (0.0, -0.7937645252455509, 2.619113794563722, -3.856934013390792, 2.0315847440726205),
+    ),
+    fsal=True,
+)
+
+#: Every Runge–Kutta method by name (torchdiffeq's names). Fixed-step methods are those
+#: without error weights ``e``; the order here is the order of the name lists.
+TABLEAUS = {tab.name: tab for tab in (EULER, MIDPOINT, HEUN2, HEUN3, RK4, ADAPTIVE_HEUN,
+                                      FEHLBERG2, BOSH3, DOPRI5, TSIT5, DOPRI8)}

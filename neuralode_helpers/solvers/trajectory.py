@@ -5,7 +5,8 @@ Each accepted step from :math:`t_n` to :math:`t_{n+1} = t_n + h` keeps its start
 
 .. math:: y(t_n + \theta h) \approx y_n + h \sum_i b_i(\theta)\, k_i
 
-with the method's dense output (4th order for dopri5 and tsit5, cubic Hermite for the others).
+with the method's dense output (5th order for dopri8, 4th for dopri5 and tsit5, cubic Hermite
+for the other adaptive methods).
 Methods without a dense output of their own (euler, midpoint, rk4) get the cubic Hermite
 interpolant through :math:`(y_n, f_n)` and :math:`(y_{n+1}, f_{n+1})`, where
 :math:`f_{n+1}` is the next step's first stage.
@@ -75,13 +76,3 @@ class Trajectory:
         """Every tensor the trajectory holds (for ``save_for_backward``'s accounting)."""
         out = [x for *_, y, y1, ks in self.steps for x in (y, y1, *ks)]
         return out + list(self.end_derivatives.values())
-
-    @property
-    def nbytes(self):
-        """Memory the recorded steps hold (bytes)."""
-        seen = {}
-        for *_, y, y1, ks in self.steps:
-            for x in (y, y1, *ks):
-                s = x.untyped_storage()
-                seen[s.data_ptr()] = s.nbytes()
-        return sum(seen.values())
