@@ -40,6 +40,7 @@ from .diagnostics import (
     saved_tensor_bytes,
 )
 from .errors import SolverError
+from .events import NoEventError, odeint_event
 from .explorers import (
     AdjointPass,
     ExactAdjoint,
@@ -118,5 +119,5 @@ __all__ = [
     "AdjointExplorer", "StepSizeExplorer", "AdjointPass", "ExactAdjoint", "StepRecord",
     "adjoint_pass", "exact_adjoint", "oscillator_matrix", "record_steps", "toy_steps",
     "plot_adjoint_pass", "plot_steps", "FlowFit", "fit_flow", "RegularisedCNFField",
-    "cnf_initial_state", "cnf_nll", "train_cnf",
+    "cnf_initial_state", "cnf_nll", "train_cnf", "NoEventError", "odeint_event",
 ]

@@ -66,7 +66,9 @@ def test_no_reconstruction_no_failure_on_contracting_dynamics():
     t = torch.linspace(0, 4, 9, dtype=F64)
     w = torch.ones(len(t), 2, dtype=F64)
     exact = _exact(A, z0, t, w)[0]
-    errors = {adj: _rel(_ours(A, z0, t, w, adjoint=adj, checkpoint=False)[0], exact)
+    errors = {adj: _rel(_ours(A, z0, t, w, adjoint=adj, checkpoint=False,
+                              **({"on_divergence": "ignore"} if adj == "backsolve" else {}))[0],
+                        exact)
               for adj in ADJOINTS}
     assert errors["backsolve"] > 0.1
     assert errors["interpolated"] < 1e-6 and errors["quadrature"] < 1e-6

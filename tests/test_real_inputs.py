@@ -33,9 +33,18 @@ def test_contracting_dynamics_default_gradient_is_right():
     model = nh.LinearODE(A)
     nh.odeint_adjoint(model, z0, t).sum().backward()
     assert _rel(model.A.grad, exact) < 1e-6
-    # Turned off, the backward reconstruction of z diverges (what notebook 04 shows).
+    # Turned off, the backward reconstruction of z diverges (what notebook 04 shows), and
+    # the divergence is noticed: recovered from (default), raised, or (only when asked
+    # for, to show the failure) returned as it is.
     model = nh.LinearODE(A)
     nh.odeint_adjoint(model, z0, t, checkpoint=False).sum().backward()
+    assert _rel(model.A.grad, exact) < 1e-6
+    model = nh.LinearODE(A)
+    with pytest.raises(nh.SolverError, match="backward reconstruction of z diverged"):
+        nh.odeint_adjoint(model, z0, t, checkpoint=False,
+                          on_divergence="raise").sum().backward()
+    model = nh.LinearODE(A)
+    nh.odeint_adjoint(model, z0, t, checkpoint=False, on_divergence="ignore").sum().backward()
     assert _rel(model.A.grad, exact) > 0.1
 
 
