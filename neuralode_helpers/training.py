@@ -307,18 +307,22 @@ def optimise(params, batch_loss, result, *, steps, lr, lr_final, schedule, warmu
                 raise FloatingPointError(f"{name} became {value} at step {step}: try a "
                                          "smaller lr")
             if regulariser is not None:
-                result.kinetic.append(kinetic.item())
-                result.jacobian.append(jacobian.item())
+                terms = (kinetic.item(), jacobian.item())
                 loss = (loss + regulariser.kinetic * kinetic
                         + regulariser.jacobian * jacobian)
-            if steer is not None:
-                result.end_times.append(end)
             loss.backward()
             opt.step()
             sched.step()
+            # Recorded together once the step is taken: Ctrl-C anywhere before this point
+            # leaves every list one entry per completed step.
             result.losses.append(value)
             result.nfe_forward.append(stats.forward.nfe)
             result.nfe_backward.append(stats.backward.nfe)
+            if regulariser is not None:
+                result.kinetic.append(terms[0])
+                result.jacobian.append(terms[1])
+            if steer is not None:
+                result.end_times.append(end)
             bar.set_postfix({name.lower(): format(value, fmt)}, refresh=False)
             if callback is not None:
                 callback(step, value)

@@ -64,6 +64,27 @@ def test_keyboard_interrupt_stops_cleanly_and_keeps_history():
     assert torch.isfinite(nh.fit_curves(model, n=5)[2]).all()
 
 
+def test_interrupt_in_backward_keeps_regulariser_lists_in_step(monkeypatch):
+    # Ctrl-C while loss.backward() runs: every list holds one entry per completed step (the
+    # RNODE terms used to be recorded before backward, one entry ahead of the losses).
+    model = nh.ODENet()
+    calls = {"n": 0}
+    original = torch.Tensor.backward
+
+    def backward(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "backward", backward)
+    result = nh.train(model, steps=10, batch_size=4, progress=False,
+                      regulariser=nh.RNODE(kinetic=0.01, jacobian=0.01), steer=0.5)
+    assert result.interrupted
+    assert (len(result.losses) == len(result.kinetic) == len(result.jacobian)
+            == len(result.end_times) == len(result.nfe_forward) == 2)
+
+
 def test_save_and_load_round_trip(tmp_path):
     torch.manual_seed(0)
     model = nh.ODENet(state_dim=2, hidden=(8, 4))
