@@ -31,13 +31,14 @@ def _axpy(y, h, acc):
     return torch.add(y, acc, alpha=h)
 
 
-def rk_step(f, tab: ButcherTableau, t, h, y, k1):
-    """One step from (t, y) with step h; ``k1 = f(t, y)`` is given (FSAL or cached).
+def rk_step(f, tab: ButcherTableau, t, h, y, k1=None):
+    """One step from (t, y) with step h; ``k1 = f(t, y)`` if given (FSAL or cached), else
+    evaluated here.
 
     Returns ``(y1, ks)``: the new state and the list of stage derivatives k_1..k_s. For an
     FSAL method the last stage is evaluated at (t + h, y1), so ``ks[-1] = f(t + h, y1)``.
     """
-    ks = [k1]
+    ks = [f(t, y) if k1 is None else k1]
     y1 = None
     for i in range(1, len(tab.c)):
         yi = _axpy(y, h, _combine(tab.a[i], ks))
@@ -70,12 +71,26 @@ def dense_output(tab: ButcherTableau, y, ks, h, theta):
     return out
 
 
-def checkpointed_rk_step(f, tab, t, h, y, k1):
-    """:func:`rk_step` whose graph is not kept: backprop recomputes it from (t, h, y, k1).
+def _step_from_start(f, tab, t, h, y):
+    return rk_step(f, tab, t, h, y, None)
 
-    Backprop through a solve built from these steps keeps only each step's inputs (one or
-    two states per step) instead of every stage's activations, and gives the same gradient
-    as plain backprop: the same operations are replayed (the idea of ACA, Zhuang et al.
-    2020). The price is a second evaluation of every stage during backward.
+
+def checkpointed_rk_step(f, tab, t, h, y, k1=None):
+    """:func:`rk_step` whose graph is not kept: backprop recomputes it from (t, h, y).
+
+    Backprop through a solve built from these steps keeps only each step's inputs instead of
+    every stage's activations, and gives the same gradient as plain backprop: the same
+    operations are replayed (the idea of ACA, Zhuang et al. 2020). The price is a second
+    evaluation of every stage during backward.
+
+    The first stage is evaluated inside the checkpoint, so that its activations are not kept
+    either, except for an FSAL method given ``k1``: that is the previous step's last stage, an
+    output of the previous checkpoint that holds no activations, and it is kept as an input
+    (one state per step). A ``k1`` given to a method that is not FSAL was evaluated outside,
+    with a graph: it is not used (its graph is freed when the caller drops it), and its
+    evaluation is repeated inside; pass ``k1=None`` to avoid that extra evaluation.
     """
+    if k1 is None or not tab.fsal:
+        return torch.utils.checkpoint.checkpoint(_step_from_start, f, tab, t, h, y,
+                                                 use_reentrant=False)
     return torch.utils.checkpoint.checkpoint(rk_step, f, tab, t, h, y, k1, use_reentrant=False)
