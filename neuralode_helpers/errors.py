@@ -1,8 +1,12 @@
 """The one exception type of our own: a solver that could not finish."""
 
 
-class SolverError(RuntimeError):
+class SolverError(RuntimeError, AssertionError):
     """An ODE solve stopped before reaching the last requested time.
+
+    It is a :class:`RuntimeError` and also an :class:`AssertionError`: torchdiffeq reports
+    the same failures ("max_num_steps exceeded", "underflow in dt") with ``assert``, and code
+    written for it catches ``AssertionError``.
 
     Attributes
     ----------
