@@ -269,3 +269,18 @@ def test_a_callback_needs_landing():
     with pytest.raises(ValueError, match="land_on_outputs"):
         _adaptive_solve(torch.linspace(0, 1, 3, dtype=F64), callback=lambda i, y: y,
                         land_on_outputs=False)
+
+
+# -- a custom norm of a tuple state gets the tuple (torchdiffeq's form) --------------------------
+@pytest.mark.parametrize("checkpoint", [None, "observations"])
+def test_custom_norm_of_a_tuple_state_gets_a_tuple(checkpoint):
+    shapes = []
+
+    def norm(scaled):
+        shapes.append([tuple(p.shape) for p in scaled])
+        return max(p.pow(2).mean().sqrt() for p in scaled)
+
+    z0 = (torch.ones(2, 1, dtype=F64), torch.zeros(2, 3, dtype=F64))
+    nh.odeint(lambda t, z: (-z[0], z[1] + 1), z0, torch.tensor([0.0, 1.0], dtype=F64),
+              options={"norm": norm}, checkpoint=checkpoint)
+    assert shapes and all(s == [(2, 1), (2, 3)] for s in shapes)

@@ -147,7 +147,8 @@ def odeint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", options=None, 
         Adaptive ``"adaptive_heun"`` (2nd order), ``"bosh3"`` (3rd), ``"dopri5"`` (5th,
         the default), ``"tsit5"`` (5th), pure torch with dense output; options
         ``first_step``, ``max_num_steps``, ``safety`` (0.9), ``ifactor`` (10), ``dfactor``
-        (0.2), ``norm`` (a function of the scaled error). ``max_num_steps`` bounds the step
+        (0.2), ``norm`` (a function of the scaled error err / (atol + rtol |z|), returning
+        a number; for a tuple state it gets a tuple). ``max_num_steps`` bounds the step
         attempts (accepted and rejected) between two consecutive times of ``t``, as in
         torchdiffeq: the count restarts at every output time passed, so a long ``t`` of
         short intervals does not run out. ``"scipy:<name>"`` for scipy's ``RK45``,
@@ -214,7 +215,7 @@ def odeint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", options=None, 
         _refuse_black_box_gradients(call, z0, t)
     # call.func is func wrapped for the packed state: the callbacks are the user's own.
     hooks = step_callbacks(func, call.state, call.method)
-    kw = dict(method=call.method, rtol=rtol, atol=atol, options=call.options,
+    kw = dict(method=call.method, rtol=rtol, atol=atol, options=_tuple_norm(call),
               segments=call.state.segments)
     if checkpoint == "observations":
         ys = _by_interval(call, stats.forward, kw, hooks)
@@ -222,6 +223,16 @@ def odeint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", options=None, 
         ys = solve(call.func, call.y0, call.t, stats=stats.forward, hooks=hooks,
                    step=checkpointed_rk_step if checkpoint == "steps" else rk_step, **kw)
     return call.state.unpack_outputs(ys)
+
+
+def _tuple_norm(call):
+    """The options, with a custom ``norm`` of a tuple state given a tuple: the solver
+    measures the packed scaled error (one flat vector), and torchdiffeq's norm receives
+    it in the state's form, one tensor per part with its shape."""
+    custom = call.options.get("norm")
+    if custom is None or not call.state.is_tuple:
+        return call.options
+    return {**call.options, "norm": lambda scaled: custom(call.state.unpack(scaled))}
 
 
 def _by_interval(call, stats, kw, hooks):
