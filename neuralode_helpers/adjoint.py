@@ -469,7 +469,12 @@ def _recover(cfg, diverged, y0, t, ys, grad_ys, params):
     ys_again = _forward_solve(cfg, y0, t, None, traj, stats=extra)
     cfg.stats.forward.nfe += extra.nfe
     fallback = replace(cfg, adjoint="interpolated")
-    return _interpolated(fallback, traj, t, ys_again, grad_ys, params)
+    try:
+        return _interpolated(fallback, traj, t, ys_again, grad_ys, params)
+    except SolverError as error:
+        error.args = (f"{why}; the interpolated adjoint used instead failed too: "
+                      f"{error.args[0]}", *error.args[1:])
+        raise
 
 
 def _trainable(func, params, adjoint_params):

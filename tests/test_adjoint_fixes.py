@@ -184,3 +184,15 @@ def test_rnode_backward_norm_follows_the_forward_channels(seed):
         counts[name] = (stats.forward.nfe, stats.backward.nfe)
     assert counts["rnode"][0] == counts["plain"][0]
     assert counts["rnode"][1] <= 1.05 * counts["plain"][1] + 6
+
+
+def test_initial_step_survives_an_overflowing_norm():
+    # A field so large that the RMS of its scaled value overflows (a model blown up by a huge
+    # learning rate): the first step used to be 0 and divide by zero.
+    from neuralode_helpers.solvers.controller import ErrorNorm, initial_step
+
+    norm = ErrorNorm(1e-6, 1e-8)
+    y0 = torch.ones(3, dtype=F64)
+    f0 = torch.full((3,), 1e300, dtype=F64)
+    h = initial_step(lambda t, z: f0, torch.tensor(0.0, dtype=F64), y0, f0, 5, norm, 1.0)
+    assert math.isfinite(h) and 0 < h <= 1.0

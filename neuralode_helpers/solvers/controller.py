@@ -71,6 +71,8 @@ def initial_step(f, t0, y0, f0, order, norm, span):
     d0 = norm(y0, y0)
     d1 = norm(f0, y0)
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+    if not (math.isfinite(h0) and h0 > 0):  # |f0| so large that its norm overflowed
+        h0 = 1e-6
     h0 = min(h0, span)
     f1 = f(t0 + direction * h0, y0 + (direction * h0) * f0)
     d2 = norm(f1 - f0, y0) / h0
