@@ -284,3 +284,18 @@ def test_custom_norm_of_a_tuple_state_gets_a_tuple(checkpoint):
     nh.odeint(lambda t, z: (-z[0], z[1] + 1), z0, torch.tensor([0.0, 1.0], dtype=F64),
               options={"norm": norm}, checkpoint=checkpoint)
     assert shapes and all(s == [(2, 1), (2, 3)] for s in shapes)
+
+
+# -- fixed steps leave their first stage to the step (inside checkpoint="steps") ------------------
+@pytest.mark.parametrize("method", ["euler", "rk4"])
+def test_fixed_steps_under_checkpoint_do_not_evaluate_twice(method):
+    net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+    nfe = {}
+    for checkpoint in (None, "steps"):
+        stats = nh.Stats()
+        nh.odeint(lambda t, z: net(z), torch.randn(3, 2, dtype=F64),
+                  torch.linspace(0, 1, 3, dtype=F64), method=method,
+                  options={"step_size": 0.1}, stats=stats, checkpoint=checkpoint)
+        nfe[checkpoint] = stats.forward.nfe
+    # One more: the first stage, evaluated before the solve, is evaluated again inside.
+    assert nfe["steps"] == nfe[None] + 1

@@ -64,8 +64,10 @@ def integrate_fixed(tab, f, y0, t, *, step_size, stats, callback=None, f0=None,
         finite = []
         for k in range(n):
             tk = t[i - 1] + k * h
-            k1 = f0 if f0 is not None else f(tk, y)
-            f0 = None
+            # Only the very first stage is known (f0, evaluated above); otherwise the step
+            # evaluates f(tk, y) itself: inside the checkpoint for checkpoint="steps", where
+            # one evaluated out here would keep its activations (or be evaluated twice).
+            k1, f0 = f0, None
             if hooks is not None:
                 hooks.step(tk, y, h)
             y_new, ks = step(f, tab, tk, h, y, k1)
