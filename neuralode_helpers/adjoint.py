@@ -391,7 +391,7 @@ class _AdjointFn(torch.autograd.Function):
         # The trajectory's tensors go through save_for_backward too, so that the memory kept
         # for backward is accounted for like every other saved tensor.
         ctx.n_params = len(params)
-        ctx.save_for_backward(y0, t, ys, *params,
+        ctx.save_for_backward(t, ys, *params,
                               *([] if traj is None else traj.tensors()))
         return ys
 
@@ -403,7 +403,7 @@ class _AdjointFn(torch.autograd.Function):
                 "create_graph=True, or a gradient of a gradient): differentiate through "
                 "odeint instead (backprop through the solver), which supports them")
         cfg = ctx.cfg
-        y0, t, ys, *rest = ctx.saved_tensors
+        t, ys, *rest = ctx.saved_tensors
         params = rest[:ctx.n_params]
         want_params = any(ctx.needs_input_grad[4:])
         used = params if want_params else []
@@ -415,7 +415,7 @@ class _AdjointFn(torch.autograd.Function):
                 try:
                     a0, flat = _backsolve(cfg, t, ys, grad_ys, used)
                 except _Diverged as diverged:
-                    a0, flat = _recover(cfg, diverged, y0, t, ys, grad_ys, used)
+                    a0, flat = _recover(cfg, diverged, t, ys, grad_ys, used)
             elif cfg.adjoint == "interpolated":
                 a0, flat = _interpolated(cfg, ctx.traj, t, ys, grad_ys, used)
             else:
@@ -451,7 +451,7 @@ def _forward_solve(cfg, y0, t, f0, traj, stats=None):
     return ys
 
 
-def _recover(cfg, diverged, y0, t, ys, grad_ys, params):
+def _recover(cfg, diverged, t, ys, grad_ys, params):
     """The backward reconstruction of z diverged: redo the forward solve keeping its dense
     output, then the interpolated adjoint (which reconstructs nothing); or, with
     ``on_divergence="raise"`` or a black-box forward method, raise a SolverError."""
@@ -466,7 +466,7 @@ def _recover(cfg, diverged, y0, t, ys, grad_ys, params):
             t_reached=diverged.t, method=cfg.adjoint_method)
     traj = Trajectory(TABLEAUS[cfg.method])
     extra = SolveStats()
-    ys_again = _forward_solve(cfg, y0, t, None, traj, stats=extra)
+    ys_again = _forward_solve(cfg, ys[0], t, None, traj, stats=extra)  # ys[0] is z_0
     cfg.stats.forward.nfe += extra.nfe
     fallback = replace(cfg, adjoint="interpolated")
     try:

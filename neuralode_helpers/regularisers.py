@@ -195,7 +195,10 @@ class RNODE:
             return options or None
 
         def z_only(scaled, n=n_state):
-            return scaled.reshape(-1)[:n].square().mean().sqrt()
+            # A tuple state's norm gets the tuple (z, k, b) of scaled errors, as in
+            # torchdiffeq; a flat vector starts with z's n entries.
+            z = scaled[0] if isinstance(scaled, tuple) else scaled.reshape(-1)[:n]
+            return z.square().mean().sqrt()
 
         options["norm"] = z_only
         return options

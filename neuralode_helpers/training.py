@@ -51,7 +51,7 @@ class TrainResult:
     ``losses`` is the fit term (the MSE) alone. With a ``regulariser``, ``kinetic`` and
     ``jacobian`` hold the batch means of :math:`\int\|g\|^2 ds` and of (the estimate of)
     :math:`\int\|\partial g/\partial z\|_F^2 ds` over the windows (rescaled field g); with
-    ``steer``, ``end_times`` holds the end of each step's window in s (1 without STEER).
+    ``steer``, ``end_times`` holds where each step's solve ended in s (1 without STEER).
     Lists of options that were not used stay empty.
     """
 
@@ -164,9 +164,12 @@ def regularised_window_loss(model, t0, c, *, regulariser=None, eps=None, end=1.0
     ``(mse, kinetic, jacobian)``, each a 0-d tensor (the last two are batch means, ``None``
     without ``regulariser``).
 
-    The windows are solved on :math:`s \in [0, \text{end}]` (``end`` from
-    :func:`~neuralode_helpers.sample_end_time`), with targets at
-    :math:`t_0 + s\,\Delta`. With a :class:`~neuralode_helpers.RNODE`, the state is the tuple
+    The windows' observation points are :math:`s_i = i/(N-1)`, :math:`i = 0..N-1` (``N =
+    n_obs``), with targets :math:`z(t_0 + s_i\,\Delta)`. STEER (Ghosh et al. 2020): the solve
+    ends at ``end`` (:func:`~neuralode_helpers.sample_end_time`, around 1) instead of
+    :math:`s_{N-1} = 1`, and the state reached there is compared with the target at
+    :math:`s_{N-1}`: the target does not move with the sampled end time. ``end`` must stay
+    above :math:`s_{N-2}`. With a :class:`~neuralode_helpers.RNODE`, the state is the tuple
     ``(z, k, b)`` of :class:`~neuralode_helpers.RegularisedField` (probes ``eps`` ``(B, 1)``)
     and one solve gives the fit and both integrals.
     """
@@ -174,8 +177,15 @@ def regularised_window_loss(model, t0, c, *, regulariser=None, eps=None, end=1.0
         raise TypeError(f"regulariser must be an RNODE or None, got "
                         f"{type(regulariser).__name__}")
     t0, c = _windows(model, t0, c)
-    s = torch.linspace(0, float(end), n_obs, dtype=t0.dtype, device=t0.device)
-    t_obs = t0[None, :] + window * s[:, None]  # (n_obs, B)
+    n_obs = check_int("n_obs", n_obs, 2)
+    targets_at = torch.linspace(0, 1, n_obs, dtype=t0.dtype, device=t0.device)
+    end = float(end)
+    if not end > (float(targets_at[-2]) if n_obs > 2 else 0.0):
+        raise ValueError(f"end must be above the last observation point but one "
+                         f"({float(targets_at[-2]) if n_obs > 2 else 0.0:g}), got {end:g}")
+    s = targets_at.clone()
+    s[-1] = end  # STEER: only the solve's end moves, never the targets
+    t_obs = t0[None, :] + window * targets_at[:, None]  # (n_obs, B)
     z_true = toy_solution(t_obs, c[None, :]).unsqueeze(-1)  # (n_obs, B, 1)
     field_ = WindowedField(model, t0, window)
     solver = odeint_adjoint if adjoint else odeint
@@ -234,15 +244,19 @@ def train(model, *, steps=300, batch_size=100, lr=1e-2, lr_final=1e-3, weight_de
     minimised is the MSE plus :math:`\lambda_K` times the kinetic energy plus
     :math:`\lambda_J` times the Jacobian's Frobenius norm (Hutchinson), both integrated in
     the same solve; the terms are recorded per step. ``steer``: STEER's b (Ghosh et al.
-    2020), 0 <= b < 1: each step solves its windows to a random s in [1 - b, 1 + b] (targets
-    at the matching times). Probes and end times come from their own generator (seeded from
-    ``seed``), so the windows are the same as without these options.
+    2020), 0 <= b < 1/(n_obs - 1): each step solves its windows to a random s in
+    [1 - b, 1 + b] and compares the state there with the target at s = 1 (the targets stay
+    where they are; see :func:`regularised_window_loss`). Probes and end times come from
+    their own generator (seeded from ``seed``), so the windows are the same as without
+    these options.
     """
     if regulariser is not None and not isinstance(regulariser, RNODE):
         raise TypeError(f"regulariser must be an RNODE or None, got "
                         f"{type(regulariser).__name__}")
+    n_obs = check_int("n_obs", n_obs, 2)
     if steer is not None:
-        steer = check_steer(steer, 1.0)
+        # The sampled end must stay after the last observation point but one.
+        steer = check_steer(steer, 1.0 / (n_obs - 1))
     check_trainable(model)
     check_schedule(steps, lr, lr_final, weight_decay, schedule, warmup)
     check_int("batch_size", batch_size, 1)

@@ -107,10 +107,12 @@ def test_backprop_memory_grows_with_steps_and_adjoint_memory_does_not():
 # ---------------------------------------------------------------------------------------------
 
 def decay_gradients(k, t, checkpoint):
-    """dL/dk and dL/dz0 for L = sum of z(t_i) over all observation times, z0 = (1, 1, 1)."""
+    """dL/dk and dL/dz0 for L = sum of z(t_i) over all observation times, z0 = (1, 1, 1),
+    by the unguarded backsolve (no recovery: the failure is what is measured)."""
     f = Decay(k)
     z0 = torch.ones(3, dtype=torch.float64, requires_grad=True)
-    ys = odeint_adjoint(f, z0, t, rtol=1e-6, atol=1e-8, checkpoint=checkpoint)
+    ys = odeint_adjoint(f, z0, t, rtol=1e-6, atol=1e-8, checkpoint=checkpoint,
+                        on_divergence="ignore")
     ys.sum().backward()
     # Exact: z(t_i) = z0 exp(-k t_i), so dL/dk = -sum_i t_i exp(-k t_i) z0 summed over z0's
     # three entries and dL/dz0 = sum_i exp(-k t_i) for each entry.

@@ -404,3 +404,41 @@ def test_train_cnf_takes_float64_data_for_a_float32_field():
         runs.append(train_cnf(nh.CNFField(2, hidden=8), x, steps=2, batch_size=16, rtol=1e-3,
                               atol=1e-3, progress=False).losses)
     assert runs[0] == runs[1]
+
+
+class _ExactToyField(torch.nn.Module):
+    """The toy problem's own dynamics (c = 0), with one parameter so that it trains."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.tensor(1.0, dtype=F64))
+
+    def forward(self, t, z):
+        return self.gain * nh.toy_dynamics(t[:, None], z)
+
+
+def test_steer_compares_the_state_at_the_sampled_end_with_the_fixed_target():
+    # STEER (Ghosh et al. 2020): the solve ends at a sampled t1', the target stays at t1.
+    # With the exact dynamics the loss at end = 1 is round-off, and at end = 1.2 it is the
+    # squared gap between the true curve at t0 + 1.2Δ and at t0 + Δ, not 0 (as it was when
+    # the targets moved with the end time).
+    from neuralode_helpers.training import regularised_window_loss
+
+    model = _ExactToyField()
+    t0 = torch.tensor([0.5, 2.0, 4.0], dtype=F64)
+    kw = dict(adjoint=False, rtol=1e-10, atol=1e-12, window=1.0)
+    at_one, _, _ = regularised_window_loss(model, t0, 0.0, end=1.0, **kw)
+    assert at_one.item() < 1e-16
+    moved, _, _ = regularised_window_loss(model, t0, 0.0, end=1.2, **kw)
+    gap = (nh.toy_solution(t0 + 1.2) - nh.toy_solution(t0 + 1.0)).square().mean()
+    assert torch.allclose(moved, gap, rtol=1e-6)
+    # With several observation points only the last solve time moves.
+    three, _, _ = regularised_window_loss(model, t0, 0.0, end=1.2, n_obs=3, **kw)
+    assert torch.allclose(three, gap / 2, rtol=1e-6)
+    with pytest.raises(ValueError, match="end must be above"):
+        regularised_window_loss(model, t0, 0.0, end=0.4, n_obs=3, **kw)
+
+
+def test_train_refuses_a_steer_b_that_reaches_the_previous_observation():
+    with pytest.raises(ValueError, match="steer b must satisfy 0 <= b < 0.5"):
+        nh.train(nh.ODENet(), steps=1, steer=0.6, n_obs=3, progress=False)
