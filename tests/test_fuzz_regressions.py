@@ -214,3 +214,79 @@ def test_float32_error_norm_does_not_overflow(rate):
     t = torch.tensor([0.0, 1.0], dtype=F32)
     out = nh.odeint(lambda t, z: torch.full_like(z, rate), z0, t, rtol=1e-3, atol=1e-3)
     assert out[-1].item() == pytest.approx(1.0 + rate, rel=1e-5)
+
+
+# ---- (7) the backsolve's divergence check at loose tolerances ------------------------------
+
+
+def test_backsolve_divergence_is_caught_at_loose_tolerance():
+    # Found by the fuzzer (backsolve, mildly stiff, rtol 1e-3): dL/dA01 = 1650 against the
+    # exact 0.0011. Rebuilding the fast component (rate -25.7) backwards over 0.94 grows the
+    # forward solve's error by e^24; the rebuilt z(t_0) is then off by far more than its
+    # own size, yet within DIVERGENCE_FACTOR = 1e4 tolerances of the stored one, because at
+    # rtol 1e-3 that bar is ten times |z| (and the scale includes the rebuilt |z| itself).
+    A = torch.tensor([[-0.897, 0.0], [0.0, -25.699]], dtype=F64)
+    z0 = torch.tensor([0.02, 0.08], dtype=F64)
+    t = torch.tensor([1.0, 1.94], dtype=F64)
+    w = torch.tensor([0.81, -1.1], dtype=F64)
+    Ae = A.clone().requires_grad_()
+    ze = torch.linalg.matrix_exp(Ae * (t[1] - t[0])) @ z0
+    (exact,) = torch.autograd.grad((w * ze).sum(), Ae)
+    model = Linear(A)
+    try:
+        zs = nh.odeint_adjoint(model, z0, t, rtol=1e-3, atol=1e-5)
+        (w * zs[-1]).sum().backward()
+    except nh.SolverError as e:
+        assert "diverged" in str(e)
+        return
+    err = (model.A.grad - exact).abs().max().item()
+    assert err < 0.1 * exact.abs().max().item(), \
+        f"dL/dA = {model.A.grad.tolist()}, exact {exact.tolist()}"
+
+
+# ---- (8) odeint_adjoint: a callable norm of a tuple state -----------------------------------
+
+
+@pytest.mark.parametrize("adjoint", ["backsolve", "interpolated", "quadrature"])
+def test_adjoint_forward_norm_of_a_tuple_state_receives_the_tuple(adjoint):
+    # Found by the fuzzer after (3) was fixed for odeint: odeint_adjoint's forward solve still
+    # calls options["norm"] with one flat vector for a tuple state.
+    seen = []
+
+    def norm(scaled):
+        seen.append(scaled)
+        if not isinstance(scaled, tuple):
+            raise AssertionError(f"norm got {type(scaled).__name__} of shape "
+                                 f"{tuple(scaled.shape)}, not a tuple")
+        return max(x.pow(2).mean().sqrt() for x in scaled)
+
+    z0 = (torch.tensor([1.0], dtype=F64), torch.tensor([0.2, -0.4], dtype=F64))
+    t = torch.tensor([0.0, 0.5, 1.5], dtype=F64)
+    field = TupleField()
+    out = nh.odeint_adjoint(field, z0, t, rtol=1e-7, atol=1e-9, options={"norm": norm},
+                            adjoint=adjoint)
+    (out[0].sum() + out[1].sum()).backward()
+    assert seen and all([tuple(p.shape) for p in s] == [(1,), (2,)] for s in seen)
+    A = field.A.detach().clone().requires_grad_()
+    ze = torch.stack([torch.linalg.matrix_exp(A * ti) @ torch.cat(z0) for ti in t])
+    (exact,) = torch.autograd.grad(ze.sum(), A)
+    assert torch.allclose(field.A.grad, exact, rtol=1e-5, atol=1e-7)
+
+
+# ---- (9) dopri8 between its steps -------------------------------------------------------------
+
+
+def test_dopri8_outputs_between_steps_meet_the_tolerance():
+    # Found by the fuzzer: dopri8 takes few, long steps and gives the outputs inside a step
+    # by cubic Hermite interpolation (3rd order), so at rtol 1e-8 the outputs between steps
+    # are off by ~80 rtol (and dL/dt by ~500 rtol) while its step ends are within 0.05 rtol;
+    # dopri5, with its 4th-order dense output, stays within 0.3 rtol on the same problem.
+    A = torch.tensor([[-0.5, 1.0], [-1.0, -0.2]], dtype=F64)
+    z0 = torch.tensor([1.0, -0.5], dtype=F64)
+    t = torch.tensor([0.0, 0.23, 0.61, 1.37, 1.9, 3.1, 4.0], dtype=F64)
+    exact = torch.stack([torch.linalg.matrix_exp(A * ti) @ z0 for ti in t])
+    errors = {}
+    for method in ("dopri5", "dopri8"):
+        out = nh.odeint(Linear(A), z0, t, rtol=1e-8, atol=1e-11, method=method)
+        errors[method] = ((out.detach() - exact).abs().max() / exact.abs().max()).item() / 1e-8
+    assert errors["dopri8"] < 10, errors
