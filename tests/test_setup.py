@@ -320,19 +320,34 @@ def test_readme_documents_windows_conda_and_troubleshooting():
 
 
 def test_a_notebook_copied_out_of_the_repository_runs(tmp_path):
-    # Colab, or a student's own folder: the notebook alone, the package installed. Notebook
-    # 01 imports only the package (08, which reads ../benchmarks, is the known exception).
+    # Colab, or a student's own folder: the notebook alone, and the package installed from its
+    # wheel (not editable, so a module missing from the wheel fails here). Notebook 01 imports
+    # only the package (08, which reads ../benchmarks, is the known exception).
     source = ROOT / "notebooks" / "01-deriving-the-adjoint.ipynb"
     text = source.read_text()
     assert "../" not in text and "sys.path" not in text
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                            "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(ROOT)],
+                           capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-3000:]
+    site = tmp_path / "site"
+    wheel = next((tmp_path / "dist").glob("neuralode_helpers-*.whl"))
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q",
+                              "--target", str(site), str(wheel)],
+                             capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr[-3000:]
     copy = tmp_path / "elsewhere" / source.name
     copy.parent.mkdir()
     copy.write_text(text)
+    # The wheel's copy comes first on the path (the editable install's finder comes last).
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(site)}
+    where = subprocess.run([sys.executable, "-c", "import neuralode_helpers.solvers as s; "
+                            "print(s.__file__)"], cwd=copy.parent, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert where.stdout.strip().startswith(str(site)), where.stdout + where.stderr
     jupyter = Path(sys.executable).with_name("jupyter")
     result = subprocess.run(
         [str(jupyter), "nbconvert", "--to", "notebook", "--execute", "--inplace",
          "--ExecutePreprocessor.timeout=600", copy.name],
-        cwd=copy.parent, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""})
+        cwd=copy.parent, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert not (copy.parent / "neuralode_helpers").exists()
