@@ -115,7 +115,7 @@ ADAPTIVE = tuple(m for m in TORCH_METHODS if _family_of(m) == "adaptive")
 # quadrature.
 BOUNDS = {
     # adaptive, in units of tol (see the module docstring)
-    ("adaptive", "backprop"): 100.0,
+    ("adaptive", "backprop"): 300.0,     # dL/dt_i through the dense output's derivative
     ("adaptive", "adjoint"): 100.0,
     ("adaptive_heun", "backprop"): 300.0,
     ("adaptive_heun", "adjoint"): 300.0,
@@ -124,6 +124,7 @@ BOUNDS = {
     ("fehlberg2", "backprop"): 3e4,
     ("fehlberg2", "adjoint"): 3e4,
     ("scipy", "adjoint"): 300.0,
+    ("scipy", "backprop"): 300.0,        # never used while odeint refuses scipy + gradients
     # fixed step: backprop against the discrete reference, in units of eps * (1 + n_steps)
     ("fixed", "backprop"): 100.0,
     # fixed step: adjoints against the exact gradient, in units of the discretisation error
@@ -569,6 +570,14 @@ class Outcome:
 def check_case(case):
     """Run one case; return an :class:`Outcome`, never raise (see :func:`assert_case`)."""
     try:
+        return _check_case(case)
+    except Exception as e:  # noqa: BLE001 - a bug of the harness must show, not vanish
+        return Outcome("fail", math.inf, f"harness error {type(e).__name__}: {e} "
+                       f"({traceback.format_exc(limit=-2)})")
+
+
+def _check_case(case):
+    try:
         zs, grads = run_package(case)
     except NormContractError as e:
         return Outcome("fail", math.inf, f"NormContractError: {e}")
@@ -695,7 +704,7 @@ def _times(draw, family, dtype, fast, step_size):
     if step_size is not None and draw(st.booleans()):
         # a grid of whole multiples of the step (the float32 trap)
         n_total = max(1, round(span / step_size))
-        k = draw(st.integers(1, 6)) if pattern != "one" else 1
+        k = draw(st.integers(1, 4)) if pattern != "one" else 1
         cuts = sorted(set(draw(st.lists(st.integers(1, n_total), min_size=k, max_size=k))
                           + [n_total]))
         ts = [t0] + [t0 + c * step_size for c in cuts]
@@ -703,7 +712,7 @@ def _times(draw, family, dtype, fast, step_size):
         if pattern == "one":
             ts = [t0, t0 + span]
         else:
-            k = draw(st.integers(1, 6))
+            k = draw(st.integers(1, 4))
             inner = draw(st.lists(st.floats(0.02, 0.98).map(lambda x: _r(x, 2)),
                                   min_size=k, max_size=k, unique=True))
             ts = [t0] + [t0 + span * x for x in sorted(inner)] + [t0 + span]
@@ -763,10 +772,10 @@ def cases(draw, grad, family):
     """A :class:`Case` for gradient method ``grad`` and problem family ``family``."""
     g = torch.Generator().manual_seed(draw(st.integers(0, 2**20)))
     dtype = draw(st.sampled_from(["float64", "float64", "float32"]))
-    if grad in ODEINT_GRADS:
-        methods = TORCH_METHODS
-    elif grad in ("interpolated", "quadrature"):
-        methods = TORCH_METHODS
+    # One scipy method where it must be refused (backprop cannot see into it; the
+    # interpolated and quadrature adjoints need a dense output): the error path is checked.
+    if grad in ODEINT_GRADS or grad in ("interpolated", "quadrature"):
+        methods = TORCH_METHODS + SCIPY_USED[:1]
     else:
         methods = TORCH_METHODS + SCIPY_USED
     method = draw(st.sampled_from(methods))
@@ -797,10 +806,10 @@ def cases(draw, grad, family):
     t = draw(_times(family, dtype, fast, step_size))
     A = _stable_in_direction(A, t)
     span = abs(t[-1] - t[0])
-    # keep each example cheap: at most ~40 radians of forcing, ~150 fixed steps
+    # keep each example cheap: at most ~40 radians of forcing, ~80 fixed steps
     squeeze = min(1.0, 40.0 / max(omega * span, 1e-9))
     if step_size is not None:
-        squeeze = min(squeeze, 150 * step_size / span)
+        squeeze = min(squeeze, 80 * step_size / span)
     if squeeze < 1.0:
         t = _squeeze(t, squeeze, step_size)
     if step_size is None and fam_m == "fixed":
@@ -885,7 +894,7 @@ class _Shrunk(Exception):
     pass
 
 
-def run_cell(grad, family, n, seed=0, shrink_calls=25, shrink_seconds=30.0):
+def run_cell(grad, family, n, seed=0, shrink_calls=20, shrink_seconds=15.0):
     """``n`` examples of one (gradient method, family) cell. Until the first failure, a
     failure stops the example and hypothesis shrinks it (within a budget of calls and
     seconds); the cell then goes on, without shrinking, to ``n`` examples in all."""
@@ -1005,7 +1014,8 @@ def summary(results, seconds, n_examples, seed):
              f"raised an error of the package, {sum(r.shrink_calls for r in results)} "
              "shrink calls on top)",
              f"- run time: {seconds:.0f} s ({tried / max(seconds, 1e-9):.1f} examples/s)",
-             f"- machine: {platform.machine()}, {os.cpu_count()} cores, "
+             f"- machine: {_cpu_model()} ({platform.machine()}), {os.cpu_count()} cores, "
+             f"load average at the end {_load()}, "
              f"{platform.python_version()}, torch {torch.__version__}, "
              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
              f"- methods in METHODS at run time: {', '.join(METHODS)}",
@@ -1063,6 +1073,24 @@ def summary(results, seconds, n_examples, seed):
     lines += ["## Errors the package raised (accepted: they name the cause)", ""]
     lines += [f"- {c} x {m}" for m, c in msgs.most_common(25)] or ["None."]
     return "\n".join(lines) + "\n"
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _load():
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def main(argv=None):
