@@ -215,7 +215,7 @@ def odeint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", options=None, 
         _refuse_black_box_gradients(call, z0, t)
     # call.func is func wrapped for the packed state: the callbacks are the user's own.
     hooks = step_callbacks(func, call.state, call.method)
-    kw = dict(method=call.method, rtol=rtol, atol=atol, options=_tuple_norm(call),
+    kw = dict(method=call.method, rtol=rtol, atol=atol, options=tuple_norm_options(call),
               segments=call.state.segments)
     if checkpoint == "observations":
         ys = _by_interval(call, stats.forward, kw, hooks)
@@ -225,8 +225,8 @@ def odeint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", options=None, 
     return call.state.unpack_outputs(ys)
 
 
-def _tuple_norm(call):
-    """The options, with a custom ``norm`` of a tuple state given a tuple: the solver
+def tuple_norm_options(call):
+    """``call.options``, with a custom ``norm`` of a tuple state given a tuple: the solver
     measures the packed scaled error (one flat vector), and torchdiffeq's norm receives
     it in the state's form, one tensor per part with its shape."""
     custom = call.options.get("norm")
