@@ -235,6 +235,9 @@ def tuple_norm_options(call):
     return {**call.options, "norm": lambda scaled: custom(call.state.unpack(scaled))}
 
 
+_tuple_norm = tuple_norm_options  # the name adjoint.py imports
+
+
 def _by_interval(call, stats, kw, hooks):
     """Checkpointed backprop: one checkpointed solve per interval of t.
 
