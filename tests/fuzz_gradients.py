@@ -62,6 +62,7 @@ import dataclasses
 import math
 import os
 import platform
+import random
 import sys
 import time
 import traceback
@@ -532,6 +533,8 @@ def rates(case):
 def bound_for(case, zs_ref, disc=None):
     """(bound on the gradient's error, bound on the solution's error, a text of how)."""
     K = BOUNDS[bound_key(case.method, case.grad)]
+    if case.adjoint_method is not None and case.grad not in ODEINT_GRADS:
+        K = max(K, BOUNDS[bound_key(case.adjoint_method, case.grad)])
     span = abs(case.t[-1] - case.t[0])
     fast, turn = rates(case)
     eps = EPS[case.dtype]
@@ -550,6 +553,21 @@ def bound_for(case, zs_ref, disc=None):
     if case.dtype == "float32":
         tol = max(tol, 30 * eps * (1 + span * fast))
     return K * tol, K * tol, f"K={K:g} x tol={tol:.2e} (n_osc={n_osc:.2g})"
+
+
+def grad_error(case, grads, ref, zs_ref):
+    """The gradient's error: max|g - g*| over dL/dA, dL/dθ, dL/dz0 on their common scale S,
+    and dL/dt on the scale max(S, rate * max|z*| * max|w|): dL/dt_i = ℓ_i · f(t_i, z_i)
+    turns an error δz of the solution into rate * δz (stiff or fast dynamics)."""
+    if not all(torch.isfinite(g).all() for g in grads):
+        return math.inf
+    S = _max_abs(ref)
+    if S == 0:
+        return _max_abs([g - r for g, r in zip(grads, ref)])
+    fast, _ = rates(case)
+    S_t = max(S, fast * _max_abs([zs_ref]) * max(abs(x) for x in _flat(case.w)))
+    e = _max_abs([g - r for g, r in zip(grads[:3], ref[:3])]) / S
+    return max(e, _max_abs([grads[3] - ref[3]]) / S_t)
 
 
 def _flat(x):
@@ -596,7 +614,7 @@ def _check_case(case):
         if case.grad in ODEINT_GRADS:
             zs_ref, g_ref = zd, gd    # backprop is the gradient of the discretisation
     bg, bz, how = bound_for(case, zs_ref, disc)
-    eg, ez = _rel_err(grads, g_ref), _rel_err([zs], [zs_ref])
+    eg, ez = grad_error(case, grads, g_ref, zs_ref), _rel_err([zs], [zs_ref])
     ratio = max(eg / bg, ez / bz)
     names = ("dL/dA", "dL/dθ", "dL/dz0", "dL/dt")
     if not ratio <= 1.0:
@@ -778,7 +796,8 @@ def cases(draw, grad, family):
         methods = TORCH_METHODS + SCIPY_USED[:1]
     else:
         methods = TORCH_METHODS + SCIPY_USED
-    method = draw(st.sampled_from(methods))
+    # uniform over the methods (sampled_from favours the first ones)
+    method = random.Random(draw(st.integers(0, 2**32))).choice(methods)
     fam_m = _family_of(method)
     D = draw(st.sampled_from([2, 2, 3])) if family != "tuple" else draw(st.sampled_from([2, 3]))
     A = draw(_matrix(family, D))

@@ -295,3 +295,20 @@ def test_dopri8_outputs_between_steps_meet_the_tolerance():
         out = nh.odeint(Linear(A), z0, t, rtol=1e-8, atol=1e-11, method=method)
         errors[method] = ((out.detach() - exact).abs().max() / exact.abs().max()).item() / 1e-8
     assert errors["dopri8"] < 10, errors
+
+
+# ---- (10) fehlberg2 on a fast decay ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rtol", [1e-2, 1e-3])
+def test_fehlberg2_on_a_fast_decay(rtol):
+    # Found by the fuzzer (an interpolated adjoint whose backward solve used fehlberg2 at
+    # adjoint_rtol 1e-2 on a mildly stiff problem: dL/dz0 = -7148 against the exact -3.6).
+    # Underneath: dz/dt = -56.8 z, z(0) = 1 gives z(1) = 1.8e9 (exact 2e-25) at rtol 1e-2.
+    # fehlberg2's error estimate, h (k3 - k1) / 512, is 1/512 of the size of what it
+    # should measure, so steps far outside the stability region pass as accurate. Wanted: an
+    # answer within the tolerance's reach (|z(1)| well below 1e-3), or an error.
+    out = nh.odeint(lambda t, z: -56.8 * z, torch.tensor([1.0], dtype=F64),
+                    torch.tensor([0.0, 1.0], dtype=F64), method="fehlberg2", rtol=rtol,
+                    atol=1e-6)
+    assert abs(out[-1].item()) < 1e-3, f"z(1) = {out[-1].item():.3g}, exact 2e-25"
