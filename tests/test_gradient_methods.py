@@ -180,9 +180,15 @@ def test_checkpointed_backprop_equals_backprop_through_the_same_interval_solves(
     kw = dict(rtol=1e-6, atol=1e-8)
 
     def by_hand(f_, z0_, t_):
-        out = [z0_]
+        # One solve per interval, each starting with the step size the previous one
+        # proposed at its end (as checkpoint="observations" does).
+        from neuralode_helpers.solvers import SolveStats, solve
+
+        out, carry, options = [z0_], {}, {}
         for i in range(1, len(t_)):
-            out.append(nh.odeint(f_, out[-1], t_[i - 1:i + 1], **kw)[-1])
+            out.append(solve(f_, out[-1], t_[i - 1:i + 1], method="dopri5", options=options,
+                             stats=SolveStats(), carry=carry, **kw)[-1])
+            options = {"first_step": carry["next_step"]}
         return torch.stack(out)
 
     reference, plain_bytes = _backprop_grads(net, f, z0, t, w, by_hand)
