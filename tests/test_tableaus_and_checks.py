@@ -384,19 +384,12 @@ def test_checkpointed_steps_keep_little_and_give_plain_gradients(method):
 
 # ---- the scipy refusal (odeint.py) uses the same check ---------------------------------------
 
-_NEEDS_ODEINT = pytest.mark.xfail(
-    strict=True, reason="odeint.py's _refuse_black_box_gradients still calls func on views of "
-    "z0 and t once; it should call checks.closure_leaves")
-
-
-@_NEEDS_ODEINT
 def test_scipy_refuses_a_closure_that_z0_is_a_detached_view_of():
     P = torch.tensor([1.0, 0.5], dtype=F64, requires_grad=True)
     with pytest.raises(ValueError, match="black box"):
         nh.odeint(lambda t, z: -P[1] * z, P[:1].detach(), T01, method="scipy:RK45")
 
 
-@_NEEDS_ODEINT
 def test_scipy_accepts_a_per_call_leaf():
     f = PerCallTime().requires_grad_(False)
     nh.odeint(f, torch.tensor([[1.0, -0.5]], dtype=F64), T01, method="scipy:RK45")

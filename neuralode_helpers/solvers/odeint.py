@@ -7,7 +7,7 @@ import warnings
 import torch
 
 from .adaptive import integrate_adaptive
-from .checks import SCIPY_METHODS, check_call, method_family, private_graph, untracked_leaves
+from .checks import SCIPY_METHODS, check_call, closure_leaves, method_family
 from .controller import ErrorNorm, StepController
 from .fixed import integrate_fixed
 from .rk import checkpointed_rk_step, rk_step
@@ -291,10 +291,7 @@ def _refuse_black_box_gradients(call, z0, t):
     if t.requires_grad or any(p.requires_grad for p in parts):
         raise ValueError(f"method {call.method!r} is a black box that backprop cannot see "
                          f"into, and z0 or t requires grad: {advice}")
-    t0, y0 = call.t[0].detach(), call.y0.detach()
-    with torch.enable_grad(), private_graph():
-        out = call.func(t0, y0)
-    if untracked_leaves(out, (), inputs=(t0, y0)):
+    if closure_leaves(call.func, call.t[0], call.y0)[1]:
         raise ValueError(f"method {call.method!r} is a black box that backprop cannot see "
                          "into, and func depends on tensors that require grad (its "
                          f"parameters): their gradient would be silently lost: {advice}")
