@@ -531,37 +531,50 @@ def rates(case):
 
 
 def bound_for(case, zs_ref, disc=None):
-    """(bound on the gradient's error, bound on the solution's error, a text of how)."""
+    """(K, unit, (floor, floor_z), how): the error allowed is ``K * unit`` relative to the
+    gradients' scale S, where S is at least ``floor / unit`` (the solution's scale at least
+    ``floor_z / unit``) -- an absolute floor for gradients that
+    are tiny because everything decayed, where the absolute tolerance (or round-off)
+    dominates: atol (or eps) times (|w| + |z|)(1 + span), the size of the error an absolute
+    error of the adjoint or of z makes in ∫ a zᵀ dt and in a(t_0)."""
     K = BOUNDS[bound_key(case.method, case.grad)]
     if case.adjoint_method is not None and case.grad not in ODEINT_GRADS:
         K = max(K, BOUNDS[bound_key(case.adjoint_method, case.grad)])
     span = abs(case.t[-1] - case.t[0])
     fast, turn = rates(case)
     eps = EPS[case.dtype]
+    W = max(abs(x) for x in _flat(case.w))
+    Z = _max_abs([zs_ref])
+    size = (W + Z) * (1 + span)
     fam = _family_of(case.method)
     if fam == "fixed":
+        tmax = max(abs(x) for x in case.t)
+        roundoff = eps * (1 + disc["n_steps"]) * (1 + fast * tmax)
         if case.grad in ODEINT_GRADS:
-            tmax = max(abs(x) for x in case.t)
-            unit = eps * (1 + disc["n_steps"]) * (1 + fast * tmax)
-            return K * unit, K * unit, f"K={K:g} x eps*(1+n_steps)*(1+rate*|t|max)={unit:.2e}"
-        unit = max(disc["e_grad"], disc["e_z"]) + eps * (1 + disc["n_steps"]) * (1 + fast * span)
-        return K * unit, K * unit, f"K={K:g} x e_disc={unit:.2e}"
+            return (K, roundoff, (roundoff * size, roundoff * Z),
+                    f"K={K:g} x eps*(1+n_steps)*(1+rate*|t|max)={roundoff:.2e}")
+        unit = max(disc["e_grad"], disc["e_z"]) + roundoff
+        return K, unit, (roundoff * size, roundoff * Z), f"K={K:g} x e_disc={unit:.2e}"
     rtol = max(case.rtol, case.adjoint_rtol or 0.0)
-    s = min(_max_abs([zs_ref]), max(abs(x) for x in _flat(case.w)), 1.0)
+    s = min(Z, W, 1.0)
     n_osc = span * turn / (2 * math.pi)
     tol = max(rtol, case.atol / max(s, 1e-12)) * (1 + n_osc)
+    atol = case.atol
     if case.dtype == "float32":
         tol = max(tol, 30 * eps * (1 + span * fast))
-    return K * tol, K * tol, f"K={K:g} x tol={tol:.2e} (n_osc={n_osc:.2g})"
+        atol = max(atol, 30 * eps * Z)
+    return (K, tol, (atol * size, atol),
+            f"K={K:g} x tol={tol:.2e} (n_osc={n_osc:.2g})")
 
 
-def grad_error(case, grads, ref, zs_ref):
-    """The gradient's error: max|g - g*| over dL/dA, dL/dθ, dL/dz0 on their common scale S,
-    and dL/dt on the scale max(S, rate * max|z*| * max|w|): dL/dt_i = ℓ_i · f(t_i, z_i)
-    turns an error δz of the solution into rate * δz (stiff or fast dynamics)."""
+def grad_error(case, grads, ref, zs_ref, floor=0.0):
+    """The gradient's error: max|g - g*| over dL/dA, dL/dθ, dL/dz0 on their common scale S
+    (at least ``floor``), and dL/dt on the scale max(S, rate * max|z*| * max|w|):
+    dL/dt_i = ℓ_i · f(t_i, z_i) turns an error δz of the solution into rate * δz (stiff or
+    fast dynamics)."""
     if not all(torch.isfinite(g).all() for g in grads):
         return math.inf
-    S = _max_abs(ref)
+    S = max(_max_abs(ref), floor)
     if S == 0:
         return _max_abs([g - r for g, r in zip(grads, ref)])
     fast, _ = rates(case)
@@ -613,8 +626,12 @@ def _check_case(case):
         disc = dict(n_steps=n_steps, e_grad=_rel_err(gd, g_ref), e_z=_rel_err([zd], [zs_ref]))
         if case.grad in ODEINT_GRADS:
             zs_ref, g_ref = zd, gd    # backprop is the gradient of the discretisation
-    bg, bz, how = bound_for(case, zs_ref, disc)
-    eg, ez = grad_error(case, grads, g_ref, zs_ref), _rel_err([zs], [zs_ref])
+    K, unit, (floor, floor_z), how = bound_for(case, zs_ref, disc)
+    bg = bz = K * unit
+    eg = grad_error(case, grads, g_ref, zs_ref, floor=floor / unit)
+    ez = _max_abs([zs - zs_ref]) / max(_max_abs([zs_ref]), floor_z / unit, 1e-300)
+    if not torch.isfinite(zs).all():
+        ez = math.inf
     ratio = max(eg / bg, ez / bz)
     names = ("dL/dA", "dL/dθ", "dL/dz0", "dL/dt")
     if not ratio <= 1.0:
@@ -841,12 +858,17 @@ def cases(draw, grad, family):
     # the tightest rtol a method of this order reaches in a few hundred steps
     order = TABLEAUS[method].order if method in TABLEAUS else 5
     tightest = {1: 1e-3, 2: 1e-3, 3: 1e-5}.get(order, 1e-8)
+    loosest = 1e-3
+    if BOUNDS.get((method, "adjoint"), 0) >= 1e4:
+        # a method whose error estimate sees a small fraction of its error (fehlberg2):
+        # tighter tolerances, so that K * rtol still means something
+        tightest, loosest = 1e-5, 1e-4
     if dtype == "float32":
-        rtol = draw(st.sampled_from([x for x in (1e-3, 1e-4, 1e-5) if x >= tightest]))
+        rtol = draw(st.sampled_from([x for x in (1e-3, 1e-4, 1e-5) if tightest <= x <= loosest]))
         atol = rtol * draw(st.sampled_from([1e-2, 1e-1, 1.0]))
     else:
         rtol = draw(st.sampled_from([x for x in (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9)
-                                     if x >= tightest]))
+                                     if tightest <= x <= loosest]))
         atol = rtol * draw(st.sampled_from([1e-3, 1e-2, 1e-1, 1.0]))
     split = None
     if family == "tuple":
