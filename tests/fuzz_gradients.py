@@ -789,6 +789,17 @@ def _stable_in_direction(A, t):
     return A
 
 
+def _tightest_rtol(method):
+    """(tightest, loosest) rtol drawn for ``method``: the tightest that a method of its order
+    reaches in a few hundred steps; a method whose error estimate sees a small fraction of
+    its error (K >= 1e4: fehlberg2) gets tighter ones, so that K * rtol still means
+    something."""
+    order = TABLEAUS[method].order if method in TABLEAUS else 5
+    if BOUNDS.get((method, "adjoint"), 0) >= 1e4:
+        return 1e-5, 1e-4
+    return {1: 1e-3, 2: 1e-3, 3: 1e-5}.get(order, 1e-8), 1e-3
+
+
 def _squeeze(t, factor, step_size):
     """Shrink the times towards t[0] by ``factor`` (keeping a grid of whole steps whole)."""
     if step_size is not None:
@@ -855,14 +866,7 @@ def cases(draw, grad, family):
         t = [_r(x, 9) for x in t]
         if len(set(t)) < len(t):
             t = [t[0], t[0] + math.copysign(0.5 / fast, t[-1] - t[0])]
-    # the tightest rtol a method of this order reaches in a few hundred steps
-    order = TABLEAUS[method].order if method in TABLEAUS else 5
-    tightest = {1: 1e-3, 2: 1e-3, 3: 1e-5}.get(order, 1e-8)
-    loosest = 1e-3
-    if BOUNDS.get((method, "adjoint"), 0) >= 1e4:
-        # a method whose error estimate sees a small fraction of its error (fehlberg2):
-        # tighter tolerances, so that K * rtol still means something
-        tightest, loosest = 1e-5, 1e-4
+    tightest, loosest = _tightest_rtol(method)
     if dtype == "float32":
         rtol = draw(st.sampled_from([x for x in (1e-3, 1e-4, 1e-5) if tightest <= x <= loosest]))
         atol = rtol * draw(st.sampled_from([1e-2, 1e-1, 1.0]))
@@ -891,12 +895,17 @@ def cases(draw, grad, family):
     adjoint_method = None
     adjoint_rtol = None
     if grad not in ODEINT_GRADS:
-        if fam_m == "adaptive" and draw(st.integers(0, 3)) == 0:
-            adjoint_method = draw(st.sampled_from(ADAPTIVE))
         if fam_m != "fixed" and draw(st.integers(0, 3)) == 0:
             adjoint_rtol = rtol * draw(st.sampled_from([0.1, 10.0]))
             if dtype == "float32":
                 adjoint_rtol = max(adjoint_rtol, 1e-5)
+        if fam_m == "adaptive" and draw(st.integers(0, 3)) == 0:
+            # a backward method that reaches the backward tolerance in a few hundred steps
+            # and whose error estimate is good for it
+            back = min(rtol, adjoint_rtol or rtol)
+            fit = [m for m in ADAPTIVE if _tightest_rtol(m)[0] <= back <= _tightest_rtol(m)[1]]
+            if fit:
+                adjoint_method = random.Random(draw(st.integers(0, 2**32))).choice(fit)
     zshape = (*batch, D)
     return Case(
         grad=grad, family=family, method=method, dtype=dtype, A=A, forcing=forcing,
