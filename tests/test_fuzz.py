@@ -21,8 +21,9 @@ def test_exact_reference_agrees_with_the_discrete_one_as_the_step_shrinks():
                      b=[1.0, -0.5], z0=[0.3, -0.7], t=[0.5, 1.0, 2.5],
                      w=[[0.1, 0.2], [1.0, -0.4], [0.3, 0.9]], step_size=0.005, wrt_t=True)
     zs, grads = fuzz.exact_reference(case)
-    zd, gd, n_steps = fuzz.discrete_reference(case)
+    zd, gd, n_steps, e_traj = fuzz.discrete_reference(case)
     assert n_steps == 400
+    assert e_traj < 1e-9
     assert torch.allclose(zd, zs, rtol=1e-9, atol=1e-10)
     for a, b in zip(gd, grads):
         assert torch.allclose(a, b, rtol=1e-8, atol=1e-9)

@@ -312,3 +312,57 @@ def test_fehlberg2_on_a_fast_decay(rtol):
                     torch.tensor([0.0, 1.0], dtype=F64), method="fehlberg2", rtol=rtol,
                     atol=1e-6)
     assert abs(out[-1].item()) < 1e-3, f"z(1) = {out[-1].item():.3g}, exact 2e-25"
+
+
+# ---- (11) backprop through dopri8: dL/dt at observation times inside a step ------------------
+
+
+class Forced(nn.Module):
+    """dz/dt = A z + θ sin(ωt) b."""
+
+    def __init__(self, A, b, theta, omega):
+        super().__init__()
+        self.A = nn.Parameter(torch.tensor(A, dtype=F64))
+        self.theta = nn.Parameter(torch.tensor(theta, dtype=F64))
+        self.register_buffer("b", torch.tensor(b, dtype=F64))
+        self.omega = omega
+
+    def forward(self, t, z):
+        return z @ self.A.T + self.theta * torch.sin(self.omega * t) * self.b
+
+
+def exact_forced_dt(A, b, theta, omega, z0, t, w):
+    """dL/dt for L = Σ_i w_i · z(t_i), dz/dt = A z + θ sin(ωt) b, by autograd through the
+    matrix exponential of the system augmented with [sin ωt, cos ωt]."""
+    D = len(A)
+    t = torch.tensor(t, dtype=F64, requires_grad=True)
+    M = torch.zeros(D + 2, D + 2, dtype=F64)
+    M[:D, :D] = torch.tensor(A, dtype=F64)
+    M[:D, D] = theta * torch.tensor(b, dtype=F64)
+    M[D, D + 1], M[D + 1, D] = omega, -omega
+    x0 = torch.cat([torch.tensor(z0, dtype=F64),
+                    torch.stack([torch.sin(omega * t[0]), torch.cos(omega * t[0])])])
+    zs = torch.stack([torch.linalg.matrix_exp(M * (ti - t[0])) @ x0 for ti in t])[:, :D]
+    (g,) = torch.autograd.grad((torch.tensor(w, dtype=F64) * zs).sum(), t)
+    return g
+
+
+def test_dopri8_backprop_time_gradient_inside_a_step():
+    # Found by the fuzzer (backprop, forced at ω = 36.3, rtol 1e-8): dL/dt =
+    # [3.51, -2.965, 0.241, -4.423, -2.882] against the exact
+    # [-0.522, -3.716, 0.912, -0.311, -2.882] -- right at the last time (a step end), wrong
+    # at the observation times inside a step, while z itself was right to 1e-12.
+    A = [[-2.154, -0.074, -0.008833333333333334], [0.0545, -2.155, 0.10733333333333334],
+         [0.0, 0.021666666666666667, -2.315]]
+    b, theta, omega = [1.27, -1.3, 0.04], -1.5, 36.29
+    z0 = [0.29, 0.58, 2.36]
+    times = [0.0, 0.220446404, 0.705428493, 1.080187379, 1.10223202]
+    w = [[-0.24, 1.64, -1.1], [0.81, -0.73, 0.33], [-1.22, -1.24, -0.39], [0.41, 0.27, -0.01],
+         [0.12, -2.41, -0.42]]
+    exact = exact_forced_dt(A, b, theta, omega, z0, times, w)
+    t = torch.tensor(times, dtype=F64, requires_grad=True)
+    zs = nh.odeint(Forced(A, b, theta, omega), torch.tensor(z0, dtype=F64), t, rtol=1e-8,
+                   atol=1e-9, method="dopri8")
+    (torch.tensor(w, dtype=F64) * zs).sum().backward()
+    assert torch.allclose(t.grad, exact, rtol=1e-5, atol=1e-6), (t.grad.tolist(),
+                                                                 exact.tolist())
