@@ -4,8 +4,9 @@ From a terminal, in the course's environment::
 
     python -m neuralode_helpers.doctor          # exit status 0 when every check passes
 
-or at the top of notebook 00, ``doctor.show()``, which also draws a slider: the one thing
-this module cannot check for itself is that JupyterLab's page renders widgets.
+or in a notebook (notebook 00's second code cell), ``%run -m neuralode_helpers.doctor`` or
+``doctor.show()``, which also draw a slider: the one thing this module cannot check for itself
+is that JupyterLab's page renders widgets.
 
 Each check gives ``ok``, ``warn`` (works, but read the note) or ``FAIL`` (the series will not
 run as it is) and one line of detail: Python, torch (its version within the range the course
@@ -222,5 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any(c.status == "FAIL" for c in checks) else 0
 
 
+def _in_a_notebook() -> bool:
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return shell is not None and "ipykernel" in sys.modules
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    # A terminal: the report and an exit status. A notebook (``%run -m
+    # neuralode_helpers.doctor``, notebook 00): the report and the slider, no exit.
+    if _in_a_notebook():
+        show()
+    else:
+        sys.exit(main())

@@ -89,4 +89,8 @@ def test_notebook_00_runs_the_check_right_after_its_setup_cell():
     cells = json.loads((ROOT / "notebooks" / "00-introduction.ipynb").read_text())["cells"]
     first_code = [c for c in cells if c["cell_type"] == "code"][1]  # after Setup
     source = "".join(first_code["source"])
-    assert re.search(r"doctor\.show\(\)", source), source
+    assert re.search(r"^%run -m neuralode_helpers\.doctor$", source, re.M), source
+    outputs = first_code["outputs"]
+    text = "".join("".join(o.get("text", "")) for o in outputs)
+    assert "Ready" in text and "solve" in text  # the committed run passed every check
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
