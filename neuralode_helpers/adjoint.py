@@ -156,10 +156,9 @@ def _adjoint_solve(cfg, f, y_end, t, jump, layout, on_step=None):
                      atol=cfg.adjoint_atol, options=options, stats=cfg.stats.backward,
                      callback=jump, segments=segments, n_counted=n_counted, on_step=on_step)
     except SolverError as error:
-        if not str(error).startswith("the adjoint's backward solve"):
-            error.args = (f"the adjoint's backward solve (from t = {float(t[-1]):.6g} back "
-                          f"to t = {float(t[0]):.6g}) failed: {error.args[0]}",
-                          *error.args[1:])
+        if "the adjoint's backward solve" not in str(error):
+            error.reword(f"the adjoint's backward solve (from t = {float(t[-1]):.6g} back "
+                         f"to t = {float(t[0]):.6g}) failed: ")
         raise
 
 
@@ -305,6 +304,7 @@ def _quadrature(cfg, traj, t, ys, grad_ys, params):
         _, vz, _ = _vjp(func, tt, traj(float(tt)).view(shape), a.view(shape), ())
         return vz
 
+    traj_a.use_field(adjoint_only, cfg.stats.backward)  # a between dopri8's steps
     jump = _jumps(grad_ys, 0, n)
     if adj_tab.dense is None:
         # A fixed-step method's Hermite interpolant needs f at each step's end; where a
@@ -423,7 +423,13 @@ class _AdjointFn(torch.autograd.Function):
                 try:
                     a0, flat = _backsolve(cfg, t, ys, grad_ys, used)
                 except _Diverged as diverged:
+                    # The abandoned backsolve's work stays counted: the recovery's own
+                    # backward solve resets the counters.
+                    spent = replace(cfg.stats.backward)
                     a0, flat = _recover(cfg, diverged, t, ys, grad_ys, used)
+                    for name in ("nfe", "n_steps", "n_rejected"):
+                        setattr(cfg.stats.backward, name,
+                                getattr(cfg.stats.backward, name) + getattr(spent, name))
             elif cfg.adjoint == "interpolated":
                 a0, flat = _interpolated(cfg, ctx.traj, t, ys, grad_ys, used)
             else:
@@ -448,7 +454,10 @@ class _AdjointFn(torch.autograd.Function):
 
 
 def _forward_solve(cfg, y0, t, f0, traj, stats=None):
-    """The forward solve (no graph); with ``traj``, its dense output is recorded."""
+    """The forward solve (no graph); with ``traj``, its dense output is recorded (and, for
+    dopri8, its steps sampled: see :mod:`~.solvers.trajectory`)."""
+    if traj is not None:
+        traj.use_field(cfg.func, cfg.stats.forward if stats is None else stats)
     ys = solve(cfg.func, y0, t, method=cfg.method, rtol=cfg.rtol, atol=cfg.atol,
                options=cfg.options, stats=cfg.stats.forward if stats is None else stats,
                segments=cfg.segments, f0=f0, hooks=cfg.hooks if stats is None else None,
@@ -480,8 +489,7 @@ def _recover(cfg, diverged, t, ys, grad_ys, params):
     try:
         return _interpolated(fallback, traj, t, ys_again, grad_ys, params)
     except SolverError as error:
-        error.args = (f"{why}; the interpolated adjoint used instead failed too: "
-                      f"{error.args[0]}", *error.args[1:])
+        error.reword(f"{why}; the interpolated adjoint used instead failed too: ")
         raise
 
 

@@ -68,7 +68,8 @@ def test_wrong_output_shape_and_dtype(solver):
 
 
 def test_unknown_method_lists_valid_ones(solver):
-    with pytest.raises(ValueError, match="valid methods: euler, midpoint, rk4, adaptive_heun"):
+    with pytest.raises(ValueError,
+                       match="valid methods: euler, midpoint, heun2, heun3, rk4, adaptive_heun"):
         solver(f, Z0, T, method="rk45")
 
 

@@ -47,9 +47,10 @@ def integrate_adaptive(tab, f, y0, t, *, norm, controller, stats, first_step=Non
 
     ``norm(err, y0, y1)`` gives the error ratio of a step; ``controller.next_step(h, r)``
     the next step size. ``land_on_outputs``: end a step exactly on every t_i (default: when
-    a ``callback`` is given; otherwise only on the last time, and the outputs in between
-    come from the dense output). With ``callback(i, y)`` (which needs landing) the solve
-    continues from the state the callback returns at t_i.
+    a ``callback`` is given or the tableau says ``land_on_outputs``; otherwise only on the
+    last time, and the outputs in between come from the dense output). With
+    ``callback(i, y)`` (which needs landing) the solve continues from the state the
+    callback returns at t_i.
 
     ``max_num_steps``: the most step attempts (accepted or rejected) between two consecutive
     output times, as in torchdiffeq; the count restarts whenever a step passes an output.
@@ -63,7 +64,8 @@ def integrate_adaptive(tab, f, y0, t, *, norm, controller, stats, first_step=Non
     step, for a following solve to start with (``first_step``).
     """
     if land_on_outputs is None:
-        land_on_outputs = callback is not None
+        # A tableau whose dense output is far less accurate than its steps (dopri8) lands too.
+        land_on_outputs = callback is not None or tab.land_on_outputs
     elif callback is not None and not land_on_outputs:
         raise ValueError("a callback changes the state at each t_i, so the solver must land "
                          "there: land_on_outputs=False cannot be combined with a callback")
@@ -81,9 +83,12 @@ class _AdaptiveLoop:
     """The state of one adaptive solve and the moves that change it.
 
     Times are kept twice: as Python floats (``tc``, ``tf``) for the control flow, and as
-    tensors ``t[0] + (tc - tf[0])`` for f and the step, so that (a) the current time is an
-    offset from t_0, never a running sum of steps (no drift in float32), and (b) backprop
-    reaches t through the landing steps.
+    tensors ``t[b] + (tc - tf[b])`` for f and the step, t_b the last output time landed on
+    (t_0 at first), so that (a) the current time is an offset from t_b, never a running sum
+    of steps (no drift in float32), and (b) backprop reaches t through the landing steps,
+    and the steps after a landing start from t_b itself (not from t_0 plus a number, which
+    would leave dL/dt_b the dependence of the later states on z(t_b) without the shift of
+    their start times that cancels it).
     """
 
     def __init__(self, tab, f, t, *, norm, controller, stats, max_num_steps, callback,
@@ -111,6 +116,7 @@ class _AdaptiveLoop:
         else:
             self.h = abs(float(first_step))
         self.y, self.f0, self.tc = y0, f0, tf[0]
+        self.base = 0  # the last output time landed on: times are offsets from it
         self.i = 1  # the next output time to emit
         self.n_attempts = 0  # since the last output time was passed
         self.out = [y0]
@@ -123,12 +129,15 @@ class _AdaptiveLoop:
                 self._reject(attempt)
         return torch.stack(self.out)
 
+    def _time(self, tc):
+        return self.t[self.base] + (tc - self.tf[self.base])
+
     def _check_budget(self):
         if self.n_attempts >= self.max_num_steps:
             raise SolverError(
                 f"gave up after max_num_steps={self.max_num_steps} steps without reaching "
                 f"the next output time {self.tf[self.i]:.6g}", t_reached=self.tc,
-                method=self.tab.name)
+                method=self.tab.name, kind="max_num_steps exceeded")
         self.n_attempts += 1
 
     def _attempt(self) -> _Attempt:
@@ -139,7 +148,7 @@ class _AdaptiveLoop:
         remaining = abs(tf[target] - tc)
         lands = remaining <= self.h * (1 + 1e-12)
         size = remaining if lands else self.h
-        t_cur = self.t[0] + (tc - tf[0])
+        t_cur = self._time(tc)
         # A landing step is t[target] - t as a tensor, so that backprop reaches t.
         h_arg = (self.t[target] - t_cur) if lands else self.direction * size
         if self.hooks is not None:
@@ -156,14 +165,14 @@ class _AdaptiveLoop:
             self.hooks.reject(a.t_cur, self.y, a.h_arg)
         if math.isfinite(a.ratio):
             self.h = self.controller.next_step(a.size, a.ratio)
-            reason = f"step size underflow (h = {self.h:.3g})"
+            reason, kind = f"step size underflow (h = {self.h:.3g})", "underflow in dt"
         else:
             # Overflow or NaN inside the step: a smaller step may avoid it; at round-off
             # scale it cannot, and the dynamics themselves are non-finite here.
             self.h = a.size * self.controller.dfactor
-            reason = "the state became non-finite (NaN or inf)"
+            reason, kind = "the state became non-finite (NaN or inf)", None
         if self.h < _UNDERFLOW * max(1.0, abs(self.tc)):
-            raise SolverError(reason, t_reached=self.tc, method=self.tab.name)
+            raise SolverError(reason, t_reached=self.tc, method=self.tab.name, kind=kind)
 
     def _accept(self, a: _Attempt):
         """Move to the step's end, emit the outputs it passed, propose the next step."""
@@ -176,9 +185,11 @@ class _AdaptiveLoop:
             self.on_step(self.tc, tc_new, tc_new - self.tc, self.y, a.y1, a.ks)
         # FSAL: the last stage is f(t_new, y1), the next step's first.
         f1 = a.ks[-1] if self.tab.fsal else None
+        if a.lands:
+            self.base = a.target
         y1, f1 = self._emit_outputs(a, tc_new, f1)
         if self.i < self.T and f1 is None:
-            f1 = self.f(self.t[0] + (tc_new - self.tf[0]), y1)
+            f1 = self.f(self._time(tc_new), y1)
         self.y, self.f0, self.tc = y1, f1, tc_new
         # A landing step is cut short: keep the step the controller proposed before the cut
         # rather than one sized from the short step.
