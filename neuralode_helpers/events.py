@@ -252,8 +252,6 @@ def _find_event(call, g, t0, end, horizon, max_steps, rtol, atol):
             g0, t0, end, "at the horizon", horizon, max_steps), t_reached=end)
     if math.isnan(gb):
         raise ValueError(f"event_fn(t, z) became NaN at t = {tb:.6g}")
-    if gb == 0.0:
-        return tb
     traj = Trajectory(tab)
     traj.record(ta, tb, h, ya, yb, ks)
     if tab.dense is None:
@@ -264,6 +262,21 @@ def _find_event(call, g, t0, end, horizon, max_steps, rtol, atol):
         t = ta + s * h
         return float(g(tt(t), traj.in_step(0, t)))
 
+    if gb == 0.0:
+        # g is exactly 0 at the step's end: either its root is there, or g is 0 on a whole
+        # stretch (an event function that returns 0 past some time) and the first time it
+        # leaves the sign of g(t0) lies inside the step. Bisect for that first time.
+        lo, hi = 0.0, 1.0
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if mid in (lo, hi):
+                break
+            g_mid = phi(mid)
+            if g_mid != 0.0 and math.copysign(1.0, g_mid) == sign0:
+                lo = mid
+            else:
+                hi = mid
+        return tb if hi >= 1.0 else ta + hi * h
     s = _illinois(phi, ga, gb)
     return tb if s >= 1.0 else ta + s * h
 
