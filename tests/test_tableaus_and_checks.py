@@ -12,7 +12,10 @@ from torch import nn
 
 import neuralode_helpers as nh
 from neuralode_helpers.solvers import ADAPTIVE_METHODS, FIXED_STEP_METHODS, TABLEAUS
-from neuralode_helpers.solvers.tableaus import ButcherTableau
+from neuralode_helpers.solvers.odeint import solve
+from neuralode_helpers.solvers.rk import dense_output, rk_step
+from neuralode_helpers.solvers.tableaus import FEHLBERG2_ORDER3_WEIGHTS, ButcherTableau
+from neuralode_helpers.solvers.trajectory import Trajectory
 
 F64 = torch.float64
 T01 = torch.tensor([0.0, 1.0], dtype=F64)
@@ -286,15 +289,96 @@ def test_dense_output_satisfies_the_order_conditions(method):
         assert all(v < 1e-12 for v in res.values()), (m, res)
 
 
+def _interpolant_error(method, h):
+    """One step of size h from 0 by rk_step, the dense output at 4 points inside it: its
+    error (what the adjoints' trajectory reads; odeint's dopri8 outputs land instead)."""
+    tab = TABLEAUS[method]
+    f = lambda tt, z: torch.cos(tt) * z  # noqa: E731
+    t0 = torch.tensor(0.0, dtype=F64)
+    y0 = torch.ones(1, dtype=F64)
+    _, ks = rk_step(f, tab, t0, h, y0)
+    errs = [(dense_output(tab, y0, ks, h, th) - np.exp(np.sin(th * h))).abs().item()
+            for th in (0.23, 0.5, 0.71, 0.9)]
+    return max(errs)
+
+
 @pytest.mark.parametrize("method,expected", [("fehlberg2", 3), ("dopri8", 6)])
 def test_new_adaptive_methods_dense_output_order(method, expected):
     # fehlberg2: cubic Hermite through (y, f) at both ends, but its own solution is 2nd
     # order, so the local error h^3 dominates. dopri8: an order-5 interpolant, local error
-    # h^6 (the step's own error, h^9, is far below).
+    # h^6 (the step's own error, h^9, is far below); read from the step directly, since
+    # odeint's dopri8 lands on every output time.
     hs = (0.8, 0.4, 0.2) if method == "dopri8" else (0.4, 0.2, 0.1)
-    errs = [_dense_error(method, h) for h in hs]
+    error = _interpolant_error if method == "dopri8" else _dense_error
+    errs = [error(method, h) for h in hs]
     observed = [np.log2(errs[i] / errs[i + 1]) for i in range(2)]
     assert all(o > expected - 0.4 for o in observed), (observed, errs)
+
+
+def test_dopri8_lands_on_every_output_time():
+    # Its quintic dense output is far less accurate than its 8th-order steps, so odeint ends
+    # a step on every output time (tableau flag land_on_outputs): one step per output at
+    # least, and outputs with the steps' own error.
+    assert TABLEAUS["dopri8"].land_on_outputs
+    assert not any(TABLEAUS[m].land_on_outputs for m in ADAPTIVE_METHODS if m != "dopri8")
+    t = torch.linspace(0, 1, 9, dtype=F64)
+    stats = nh.Stats()
+    zs = nh.odeint(lambda tt, z: torch.cos(tt) * z, torch.ones(1, dtype=F64), t,
+                   method="dopri8", rtol=1e-6, atol=1e-8, stats=stats)
+    assert stats.forward.n_steps >= 8
+    assert (zs[:, 0] - torch.exp(torch.sin(t))).abs().max() < 1e-8
+
+
+def test_dopri8_trajectory_between_steps_is_sampled():
+    # What the interpolated and quadrature adjoints read z(t) from: with the field, each
+    # dopri8 step is sampled at 1/3 and 2/3 (26 more evaluations, counted) and read by a
+    # degree-7 Hermite interpolant: within the tolerance where the quintic was ~100 rtol off.
+    A = torch.tensor([[-0.5, 1.0], [-1.0, -0.2]], dtype=F64)
+    z0 = torch.tensor([1.0, -0.5], dtype=F64)
+    t = torch.tensor([0.0, 0.23, 0.61, 1.37, 1.9, 3.1, 4.0], dtype=F64)
+    f = lambda tt, z: A @ z  # noqa: E731
+    errors, counts = {}, {}
+    for sampled in (False, True):
+        traj, stats = Trajectory(TABLEAUS["dopri8"]), nh.Stats().forward
+        if sampled:
+            traj.use_field(f, stats)
+        solve(f, z0, t, method="dopri8", rtol=1e-8, atol=1e-11, options={}, stats=stats,
+              on_step=traj.record)
+        assert len(traj.samples) == (len(traj.steps) if sampled else 0)
+        counts[sampled] = (stats.nfe, stats.n_steps)
+        worst = 0.0
+        for t_start, _, h, *_ in traj.steps:
+            for th in (0.1, 0.3, 0.5, 0.7, 0.9):
+                tq = t_start + th * h
+                exact = torch.linalg.matrix_exp(A * tq) @ z0
+                worst = max(worst, (traj(tq) - exact).abs().max().item())
+        errors[sampled] = worst / 1e-8
+    assert errors[True] < 1 and errors[False] > 10, errors
+    (nfe, n_steps), (nfe_sampled, n_steps_sampled) = counts[False], counts[True]
+    assert n_steps_sampled == n_steps and nfe_sampled == nfe + 26 * n_steps
+
+
+def test_fehlberg2_error_estimate_compares_with_an_order_3_solution():
+    # Fehlberg's estimate h (k3 - k1)/512 is that of his 1st-order solution's h^2 term only;
+    # ours compares the propagated 2nd-order solution with the 3rd-order one of the same
+    # stages, so it is that solution's own leading error.
+    tab = TABLEAUS["fehlberg2"]
+    b3 = [bi - ei for bi, ei in zip(tab.b, tab.e)]
+    assert b3 == pytest.approx(FEHLBERG2_ORDER3_WEIGHTS, abs=1e-14)
+    res = _order_residuals(tab, b3, 3)
+    assert all(v < 1e-13 for v in res.values()), res
+    assert _order_residuals(tab, b3, 4)[4] > 1e-3
+
+
+@pytest.mark.parametrize("rate", [-56.8, -500.0])
+@pytest.mark.parametrize("rtol", [1e-1, 1e-2, 1e-4])
+def test_fehlberg2_fast_decay_ends_at_the_absolute_tolerance(rate, rtol):
+    # dz/dt = rate z from 1 over [0, 1]: exact z(1) < 1e-24; with Fehlberg's estimate it
+    # ended at 1.8e9 (rate -56.8, rtol 1e-2; torchdiffeq's fehlberg2: 2.2e9). An explicit
+    # method cannot do better than settle at the absolute tolerance's scale.
+    zs = nh.odeint(lambda tt, z: rate * z, torch.ones(1, dtype=F64), T01, method="fehlberg2",
+                   rtol=rtol, atol=1e-6)
+    assert abs(zs[-1, 0].item()) < 1e-5
 
 
 def _exact_grads(A, z0, t, w):

@@ -7,8 +7,9 @@ One step of an s-stage explicit method from :math:`(t, y)` with step :math:`h`:
     y_1 = y + h \sum_i b_i k_i .
 
 An adaptive method also carries the weights :math:`e_i = b_i - \hat b_i` of an embedded
-lower-order solution, so that :math:`h \sum_i e_i k_i` estimates the local error of the step
-(the step-size controller reads it), and a dense output: polynomials
+lower-order solution (a higher-order one for fehlberg2, see there), so that
+:math:`h \sum_i e_i k_i` estimates the local error of the step (the step-size controller
+reads it), and a dense output: polynomials
 :math:`b_i(\theta) = \sum_m P_{im} \theta^{m+1}` with
 :math:`y(t + \theta h) \approx y + h \sum_i b_i(\theta) k_i` for :math:`\theta \in [0, 1]`.
 
@@ -36,7 +37,11 @@ class ButcherTableau:
     weights; ``order``: the order of y_1. Adaptive methods add ``e`` (s,) = b - b_hat and
     ``dense`` (s rows of the coefficients of θ, θ², …: 4 of them, 5 for dopri8). ``fsal``:
     the last stage is f(t + h, y_1), so it is the next step's first stage ("first same as
-    last"); checked when the tableau is built.
+    last"); checked when the tableau is built. ``land_on_outputs``: the dense output is
+    much less accurate than the steps (dopri8), so the adaptive solver ends a step exactly on
+    every output time rather than read the outputs between steps from it (see
+    :func:`~.adaptive.integrate_adaptive`); the dense output then serves only what needs
+    y(t) anywhere in a step (the interpolated and quadrature adjoints' trajectory).
     """
 
     name: str
@@ -47,6 +52,7 @@ class ButcherTableau:
     e: tuple | None = None
     dense: tuple | None = None
     fsal: bool = False
+    land_on_outputs: bool = False
 
     def __post_init__(self):
         s = len(self.c)
@@ -124,18 +130,42 @@ ADAPTIVE_HEUN = ButcherTableau(
     fsal=True,
 )
 
-# Fehlberg (1969, NASA TR R-315), RKF 1(2): stages at c = 0, 1/2, 1; the 2nd-order weights
-# (1/512, 255/256, 1/512) are propagated (local extrapolation, as torchdiffeq does) and the
-# 1st-order ones (1/256, 255/256, 0) give the error estimate. The published third stage is
-# f at the 1st-order solution, not at y_1, so f(t + h, y_1) is appended as a fourth stage
-# (FSAL): three evaluations per step either way.
+# Fehlberg (1969, NASA TR R-315), RKF 1(2): stages at c = 0, 1/2, 1, the third at the
+# 1st-order solution y + h (k1/256 + 255 k2/256); the 2nd-order weights (1/512, 255/256,
+# 1/512) are propagated (local extrapolation, as torchdiffeq does). f(t + h, y_1) is appended
+# as a fourth stage (FSAL): three evaluations per step, as torchdiffeq's.
+#
+# The error estimate is NOT Fehlberg's (nor torchdiffeq's). His h (k3 - k1) / 512 is the
+# difference of the two published solutions: an estimate for the 1st-order one (the one
+# Fehlberg propagated), and of its h² term only. That formula was built to make the h² error
+# constant tiny (1/512 against Euler's 1/2), so its h³ term (~h³ y'''/6) dominates as soon as
+# |h λ| > 0.012 and the estimate misses the error of either solution by ~85 |h λ|. On
+# dz/dt = λ z it is (x² + 255 x³/512) / 512 times z (x = h λ): ~0 near x = -2, just where
+# both solutions stop decaying, so steps outside the stability region pass. dz/dt = -56.8 z
+# on [0, 1] at rtol 1e-2, atol 1e-6 gave z(1) = 1.8e9, exact 2e-25 (torchdiffeq's fehlberg2:
+# 2.2e9; propagating the 1st-order solution, as Fehlberg did: 7.9e9); dz/dt = cos(t) z gave
+# errors of 230 rtol at rtol 1e-3 (torchdiffeq's: 316).
+#
+# Here the propagated 2nd-order solution is compared with the 3rd-order solution of the same
+# four stages, weights (1/6, 2/3, -128/3, 257/6): Simpson's rule on k1, k2, k4 plus
+# 128/3 (k4 - k3), which supplies the h³ term that the Euler half-step inside k2 misses. So
+# the estimate is the propagated solution's own leading (h³) error. Measured: that decay now
+# ends at z(1) ~ atol at every rtol from 1e-1 to 1e-6 (and so for λ = -500, -5000), cos(t) z
+# within 3-25 rtol at rtol 1e-3..1e-7 (before: 36-230 rtol), in 0.9-3.4 times the
+# evaluations (an Euler comparison, estimate ~h² y''/2, was as safe but took 6-15 times
+# more, for errors far below the tolerance). Prices: the weights ~43 amplify
+# round-off in the estimate ~85 times (a floor of ~5e-6 |h λ| relative in float32); and the
+# comparison is one order higher, not lower, while the controller keeps the exponent
+# 1/order = 1/2 (it settles all the same: 2-20 rejected steps in those solves).
+#: The 3rd-order solution of fehlberg2's four stages (its error estimate compares with it).
+FEHLBERG2_ORDER3_WEIGHTS = (1 / 6, 2 / 3, -128 / 3, 257 / 6)
 _FE_B = (1 / 512, 255 / 256, 1 / 512, 0.0)
 FEHLBERG2 = ButcherTableau(
     "fehlberg2", 2,
     c=(0.0, 0.5, 1.0, 1.0),
     a=((), (0.5,), (1 / 256, 255 / 256), _FE_B[:3]),
     b=_FE_B,
-    e=_minus(_FE_B, (1 / 256, 255 / 256, 0.0, 0.0)),
+    e=_minus(_FE_B, FEHLBERG2_ORDER3_WEIGHTS),
     dense=_hermite_dense(_FE_B),
     fsal=True,
 )
@@ -228,6 +258,22 @@ TSIT5 = ButcherTableau(
 # one of least norm (an SVD, 40 digits, singular values below 1e-12 of the largest dropped).
 # Order 5: local error O(h⁶), against O(h⁴) for the cubic Hermite interpolant, which left
 # outputs between steps ~1e-5 wrong at tolerances of 1e-10.
+#
+# Still far too low for an 8th-order method's long steps: at rtol 1e-8 (dz/dt = A z, outputs
+# at 0.23, 0.61, ...) odeint's outputs between steps were 17.5 rtol off (dopri5's: 0.27;
+# torchdiffeq's dopri8, a quartic through a mid-step value: 286), and the interpolated and
+# quadrature adjoints, which read z(t) between steps, gave dL/dA 13 and 25 rtol off. The
+# published 7th-order dense output of Dormand–Prince 8(5,3) (DOP853, 3 extra stages) fits
+# only DOP853's own stages, not these; none is published for RK8(7)13M. So (land_on_outputs)
+# odeint ends a step exactly on every output time instead: outputs carry the steps' own
+# error (0.03 rtol there), at the price of a shortened step per output inside a step: cheap
+# for a few outputs (7 outputs over [0, 4]: 171 evaluations, against 119 for 2), costly on a
+# fine grid (401: 5202; dopri5 takes 278 at any count), where sampling the steps that hold
+# outputs, as the trajectory below does, would cost ~39 per step instead. The
+# adjoints' trajectory, which needs z(t) anywhere, samples each step at θ = 1/3, 2/3 by two
+# sub-steps of this method and reads a degree-7 Hermite interpolant (26 more evaluations per
+# forward step; dL/dA 0.02 and 0.05 rtol off): see :mod:`~.trajectory`. This quintic stays
+# for what has no field to sample with (Trajectory without use_field, the explorers).
 _DP8_B = (14005451 / 335480064, 0.0, 0.0, 0.0, 0.0, -59238493 / 1068277825,
           181606767 / 758867731, 561292985 / 797845732, -1041891430 / 1371343529,
           760417239 / 1151165299, 118820643 / 751138087, -528747749 / 2220607170, 1 / 4, 0.0)
@@ -284,6 +330,7 @@ DOPRI8 = ButcherTableau(
         (0.0, -0.7937645252455509, 2.619113794563722, -3.856934013390792, 2.0315847440726205),
     ),
     fsal=True,
+    land_on_outputs=True,
 )
 
 #: Every Runge–Kutta method by name (torchdiffeq's names). Fixed-step methods are those
