@@ -809,7 +809,7 @@ def _tightest_rtol(method):
     something."""
     order = TABLEAUS[method].order if method in TABLEAUS else 5
     if BOUNDS.get((method, "adjoint"), 0) >= 1e4:
-        return 1e-5, 1e-4
+        return 1e-4, 1e-4
     return {1: 1e-3, 2: 1e-3, 3: 1e-5}.get(order, 1e-8), 1e-3
 
 
