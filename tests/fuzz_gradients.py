@@ -806,11 +806,11 @@ def _stable_in_direction(A, t):
 def _tightest_rtol(method):
     """(tightest, loosest) rtol drawn for ``method``: the tightest that a method of its order
     reaches in a few hundred steps; a method whose error estimate sees a small fraction of
-    its error (K >= 3000: fehlberg2) gets a tighter one, so that K * rtol still means
-    something."""
+    its error (K >= 3000: fehlberg2) gets 1e-4 as well, so that K * rtol still means
+    something in half of its examples (at 1e-3 only a blow-up or a crash shows)."""
     order = TABLEAUS[method].order if method in TABLEAUS else 5
     if BOUNDS.get((method, "adjoint"), 0) >= 3000:
-        return 1e-4, 1e-4
+        return 1e-4, 1e-3
     return {1: 1e-3, 2: 1e-3, 3: 1e-5}.get(order, 1e-8), 1e-3
 
 
