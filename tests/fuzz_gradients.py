@@ -32,27 +32,37 @@ cause (``SolverError``, or a ``ValueError``/``TypeError`` raised from inside
 NaN, an exception from torch or autograd (an internal crash), a callable norm called with
 the wrong arguments.
 
-**The error measure.** ``err = max_k max|g_k - g*_k| / S`` over the gradient tensors
-(A, θ, z0, t), with ``S = max_k max|g*_k|`` their common scale: a gradient that is small by
-cancellation is judged on the scale of the others (its integrand's scale), not its own.
-The solution's error is judged the same way with ``S = max|z*|``.
+**The error measure.** ``err = max_k max|g_k - g*_k| / S`` over dL/dA, dL/dθ, dL/dz0,
+with ``S = max_k max|g*_k|`` their common scale: a gradient that is small by cancellation is
+judged on the scale of the others (its integrand's scale), not its own. ``S`` is at least
+an absolute floor, ``atol * (|w| + |z*|) * (1 + span) / tol`` (round-off in place of atol
+for the fixed-step backprop), for gradients that are tiny because everything decayed.
+dL/dt is judged on ``max(S, rate * max|z*| * max|w|)``: dL/dt_i = ℓ_i · f(t_i, z_i) turns
+an error δz into rate * δz. The solution's error is judged the same way on ``max|z*|``.
 
-**The bound** (one table, :data:`BOUNDS`), in units of the tolerance the call asked for:
+**The bound** (one table, :data:`BOUNDS`; K per method where it differs): ``err <= K * unit``.
 
-- adaptive methods (torch and scipy), every gradient method: ``err <= K * tol``, with
-  ``tol = max(rtol, atol / s) * (1 + n_osc)`` where ``s = min(max|z*|, max|w|, 1)`` (the
-  smallest scale the absolute tolerance acts on, the state or the adjoint) and ``n_osc =
-  span * rate / 2π`` counts the turns of the fastest rotation or forcing (global error is a
-  sum of per-step errors, and phase errors add up over oscillations); the rtol and atol are
-  the larger of the forward and backward ones. For float32, ``tol`` is at least
-  ``eps32 * (1 + span * rate)`` times the per-step factor below.
-- fixed-step methods, backprop (plain, ``"observations"``, ``"steps"``): the exact gradient
-  of the discretisation, so ``err_vs_discrete <= K * eps * (1 + n_steps)``: round-off only
-  (float64: eps64; float32: eps32, and sin(ωt) of a float32 t costs ``eps32 * ω|t|``).
-- fixed-step methods, adjoints: the continuous gradient to the discretisation error:
-  ``err <= K * max(e_disc) + round-off``, where ``e_disc`` is the error of the discretised
-  solve's own gradient and solution against the exact ones (the same method, step and
-  problem: the backward solve's error is of the same order).
+- adaptive methods (torch and scipy), every gradient method: ``unit = tol = max(rtol,
+  atol / s) * (1 + n_osc)`` where ``s = min(max|z*|, max|w|, 1)`` (the smallest scale the
+  absolute tolerance acts on, the state or the adjoint) and ``n_osc = span * rate / 2π``
+  counts the turns of the fastest rotation or forcing (global error is a sum of per-step
+  errors, and phase errors add up over oscillations); the rtol is the larger of the forward
+  and backward ones, K the larger of the forward and backward methods'. K is about 10x the
+  method's global error per unit of tolerance on a damped rotation (dopri5, tsit5, dopri8
+  100 -- 300 for backprop, whose dL/dt_i goes through the dense output's derivative --,
+  adaptive_heun 300, bosh3 500, fehlberg2 5000, scipy 300). For float32, ``tol`` is at
+  least ``30 * eps32 * (1 + span * rate)``.
+- fixed-step methods, backprop (plain, ``"observations"``, ``"steps"``), against the
+  discrete reference: ``unit = eps * (1 + n_steps) * (1 + rate * max|t|)``, K = 100:
+  round-off only (eps of the dtype; sin(ωt) of a float32 t costs ``eps32 * ω|t|``).
+- fixed-step methods, adjoints, against the exact gradient: ``unit = e_disc + round-off``,
+  K = 100, where ``e_disc`` is the larger of the discretised solve's gradient error and its
+  solution's error at every grid point (not only the outputs), against the exact ones: the
+  same method, step and problem, so the backward solve's error is of the same order.
+
+The rtol drawn for a method is at least what it reaches in a few hundred steps (order 2:
+1e-3; order 3: 1e-5; higher: 1e-8; fehlberg2: 1e-4 and 1e-3); decreasing times run the
+family's -A, so that every family is stable in the direction of integration.
 """
 
 from __future__ import annotations
