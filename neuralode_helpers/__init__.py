@@ -83,7 +83,6 @@ from .regularisers import (
     kinetic_energy,
     rademacher,
     sample_end_time,
-    train_cnf,
 )
 from .solvers import METHODS, SolveStats, Stats, odeint
 from .training import (
@@ -96,6 +95,7 @@ from .training import (
     regularised_window_loss,
     save_model,
     train,
+    train_cnf,
     window_loss,
 )
 from .widgets import AdjointExplorer, FitExplorer, StepSizeExplorer

@@ -23,9 +23,9 @@ solution well-behaved around :math:`t_1`, not only at it.
 
 For a continuous normalizing flow the trace that the log-density needs comes from the same
 vector-Jacobian products as the Frobenius norm: :class:`RegularisedCNFField` carries both
-terms along the CNF's solve, :func:`cnf_nll` is the loss and :func:`train_cnf` the training
-loop (any adaptive method, NFE recorded per step), the CNF's counterpart of
-:func:`~neuralode_helpers.train`.
+terms along the CNF's solve and :func:`cnf_nll` is the loss;
+:func:`~neuralode_helpers.train_cnf` (in ``training``, beside
+:func:`~neuralode_helpers.train`) is its training loop.
 
 **Bounded fields** (:class:`BoundedField`): :math:`f = s\,\tanh(g(t, z)/s)` with a learnt
 scale :math:`s > 0`, so that :math:`\|f\|_\infty \le s` whatever the weights of g do.
@@ -43,7 +43,6 @@ from torch import nn
 from .adjoint import odeint_adjoint
 from .cnf import standard_normal_logprob
 from .solvers import odeint
-from .solvers.checks import check_int
 
 
 def _check_tensor(name: str, x) -> torch.Tensor:
@@ -392,57 +391,3 @@ def cnf_nll(field, x, *, regulariser=None, eps=None, end: float = 1.0, adjoint: 
         s, kinetic, jacobian = s[-1], -k[-1].mean(), -b[-1].mean()
     nll = -(standard_normal_logprob(s[..., :dim]) - s[..., dim]).mean()
     return nll, kinetic, jacobian
-
-
-def train_cnf(field, data, *, steps: int = 100, batch_size: int = 128, lr: float = 1e-2,
-              lr_final: float | None = 1e-3, schedule: str = "cosine", warmup: int = 0,
-              weight_decay: float = 0.0, method: str = "dopri5", rtol: float = 1e-5,
-              atol: float = 1e-5, options=None, adjoint: bool = True, regulariser=None,
-              steer=None, seed: int = 0, progress: bool = True, callback=None):
-    r"""Fit a CNF (a :class:`~neuralode_helpers.CNFField`) to ``data`` ``(N, D)`` by maximum
-    likelihood with Adam, as :func:`~neuralode_helpers.train` fits the toy problem: each
-    step draws ``batch_size`` points (with replacement, from a generator seeded by ``seed``)
-    and minimises :func:`cnf_nll`, plus :math:`\lambda_K\bar{\mathcal K} +
-    \lambda_J\bar{\mathcal B}` with an :class:`RNODE` ``regulariser``. ``steer``: STEER's
-    b, 0 <= b < 1: each step puts the data at a random time :math:`t_1' \sim \mathcal U[1-b,
-    1+b]` instead of 1. The learning rate follows :func:`~neuralode_helpers.training.lr_factor`
-    (``schedule``, ``lr_final``, ``warmup``).
-
-    Returns a :class:`~neuralode_helpers.TrainResult`: per step the NLL of the batch
-    (``losses``, at the training tolerance), the forward and backward NFE, RNODE's terms and
-    STEER's end times when used, and the wall time. Ctrl-C stops cleanly (``interrupted``).
-    """
-    # training imports this module
-    from .training import TrainResult, check_schedule, optimise
-
-    if not isinstance(field, nn.Module) or not hasattr(field, "net") or not hasattr(field,
-                                                                                    "dim"):
-        raise TypeError(f"field must be a CNFField, got {type(field).__name__}")
-    _check_tensor("data", data)
-    if data.dim() != 2 or data.shape[-1] != field.dim:
-        raise ValueError(f"data must have shape (N, {field.dim}), got {tuple(data.shape)}")
-    data = data.to(next(field.parameters()).dtype)  # float64 data for a float32 field, say
-    if regulariser is not None and not isinstance(regulariser, RNODE):
-        raise TypeError(f"regulariser must be an RNODE or None, got "
-                        f"{type(regulariser).__name__}")
-    if steer is not None:
-        steer = check_steer(steer, 1.0)
-    check_schedule(steps, lr, lr_final, weight_decay, schedule, warmup)
-    check_int("batch_size", batch_size, 1)
-    generator = torch.Generator().manual_seed(seed)
-    # probes and end times: their own stream, so that the batches match a plain run's
-    extra = torch.Generator().manual_seed(seed + 7919)
-
-    def batch_loss(end, stats):
-        x = data[torch.randint(0, len(data), (batch_size,), generator=generator)]
-        eps = None
-        if regulariser is not None:
-            eps = regulariser.probes(x.shape, extra, x.dtype, x.device)
-        return cnf_nll(field, x, regulariser=regulariser, eps=eps, end=end, adjoint=adjoint,
-                       method=method, rtol=rtol, atol=atol, options=options, stats=stats)
-
-    return optimise(field.parameters(), batch_loss, TrainResult(), steps=steps, lr=lr,
-                    lr_final=lr_final, schedule=schedule, warmup=warmup,
-                    weight_decay=weight_decay, regulariser=regulariser, steer=steer,
-                    extra=extra, progress=progress, callback=callback, name="NLL", fmt=".3f",
-                    desc="training CNF")

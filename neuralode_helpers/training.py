@@ -23,7 +23,15 @@ from tqdm.auto import tqdm
 from .adjoint import odeint_adjoint
 from .models import ODENet
 from .problems import toy_solution
-from .regularisers import RNODE, RegularisedField, check_steer, initial_state, sample_end_time
+from .regularisers import (
+    RNODE,
+    RegularisedField,
+    _check_tensor,
+    check_steer,
+    cnf_nll,
+    initial_state,
+    sample_end_time,
+)
 from .solvers import Stats, odeint
 from .solvers.checks import check_int
 
@@ -393,3 +401,55 @@ def load_model(path) -> ODENet:
     model = ODENet(**config)
     model.load_state_dict(blob["state_dict"])
     return model
+
+
+def train_cnf(field, data, *, steps: int = 100, batch_size: int = 128, lr: float = 1e-2,
+              lr_final: float | None = 1e-3, schedule: str = "cosine", warmup: int = 0,
+              weight_decay: float = 0.0, method: str = "dopri5", rtol: float = 1e-5,
+              atol: float = 1e-5, options=None, adjoint: bool = True, regulariser=None,
+              steer=None, seed: int = 0, progress: bool = True, callback=None):
+    r"""Fit a CNF (a :class:`~neuralode_helpers.CNFField`) to ``data`` ``(N, D)`` by maximum
+    likelihood with Adam, as :func:`~neuralode_helpers.train` fits the toy problem: each
+    step draws ``batch_size`` points (with replacement, from a generator seeded by ``seed``)
+    and minimises :func:`~neuralode_helpers.cnf_nll`, plus
+    :math:`\lambda_K\bar{\mathcal K} + \lambda_J\bar{\mathcal B}` with an
+    :class:`~neuralode_helpers.RNODE` ``regulariser``. ``steer``: STEER's b, 0 <= b < 1:
+    each step puts the data at a random time :math:`t_1' \sim \mathcal U[1-b,
+    1+b]` instead of 1. The learning rate follows :func:`~neuralode_helpers.training.lr_factor`
+    (``schedule``, ``lr_final``, ``warmup``).
+
+    Returns a :class:`~neuralode_helpers.TrainResult`: per step the NLL of the batch
+    (``losses``, at the training tolerance), the forward and backward NFE, RNODE's terms and
+    STEER's end times when used, and the wall time. Ctrl-C stops cleanly (``interrupted``).
+    """
+    if not isinstance(field, nn.Module) or not hasattr(field, "net") or not hasattr(field,
+                                                                                    "dim"):
+        raise TypeError(f"field must be a CNFField, got {type(field).__name__}")
+    _check_tensor("data", data)
+    if data.dim() != 2 or data.shape[-1] != field.dim:
+        raise ValueError(f"data must have shape (N, {field.dim}), got {tuple(data.shape)}")
+    data = data.to(next(field.parameters()).dtype)  # float64 data for a float32 field, say
+    if regulariser is not None and not isinstance(regulariser, RNODE):
+        raise TypeError(f"regulariser must be an RNODE or None, got "
+                        f"{type(regulariser).__name__}")
+    if steer is not None:
+        steer = check_steer(steer, 1.0)
+    check_schedule(steps, lr, lr_final, weight_decay, schedule, warmup)
+    check_int("batch_size", batch_size, 1)
+    generator = torch.Generator().manual_seed(seed)
+    # probes and end times: their own stream, so that the batches match a plain run's
+    extra = torch.Generator().manual_seed(seed + 7919)
+
+    def batch_loss(end, stats):
+        x = data[torch.randint(0, len(data), (batch_size,), generator=generator)]
+        eps = None
+        if regulariser is not None:
+            eps = regulariser.probes(x.shape, extra, x.dtype, x.device)
+        return cnf_nll(field, x, regulariser=regulariser, eps=eps, end=end, adjoint=adjoint,
+                       method=method, rtol=rtol, atol=atol, options=options, stats=stats)
+
+    return optimise(field.parameters(), batch_loss, TrainResult(), steps=steps, lr=lr,
+                    lr_final=lr_final, schedule=schedule, warmup=warmup,
+                    weight_decay=weight_decay, regulariser=regulariser, steer=steer,
+                    extra=extra, progress=progress, callback=callback, name="NLL", fmt=".3f",
+                    desc="training CNF")

@@ -251,8 +251,8 @@ from neuralode_helpers.regularisers import (  # noqa: E402
     RegularisedCNFField,
     cnf_initial_state,
     cnf_nll,
-    train_cnf,
 )
+from neuralode_helpers.training import train_cnf  # noqa: E402
 
 
 class _LinearCNF(torch.nn.Module):
