@@ -162,7 +162,8 @@ ifneq ($(WHEELHOUSE),)
 	$(BIN)/python -m pip install $(PIP_WHEELHOUSE) -e .
 else
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	args=$$($(call torch_args,$(UNAME_S),$(NVIDIA_SMI),$(TORCH_REQ))) && \
+	@args=$$($(call torch_args,$(UNAME_S),$(NVIDIA_SMI),$(TORCH_REQ))) && \
+		echo "$(BIN)/python -m pip install --progress-bar on $$args" && \
 		$(BIN)/python -m pip install --progress-bar on $$args
 	$(BIN)/python -m pip install --progress-bar on -e .
 endif
@@ -200,7 +201,8 @@ wheelhouse:
 	$(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))\
 		['project']['dependencies'], sep='\n')" > "$(WHEELHOUSE)/requirements.txt"
 ifeq ($(PLATFORM),)
-	args=$$($(call torch_args,$(UNAME_S),false,$(TORCH_REQ))) && \
+	@args=$$($(call torch_args,$(UNAME_S),false,$(TORCH_REQ))) && \
+		echo "$(BIN)/python -m pip download --only-binary=:all: --no-deps $$args" && \
 		$(BIN)/python -m pip download --progress-bar on --only-binary=:all: \
 		--dest "$(WHEELHOUSE)" --no-deps $$args
 	$(BIN)/python -m pip download --progress-bar on --only-binary=:all: --dest "$(WHEELHOUSE)" \
@@ -240,7 +242,8 @@ unit: install
 $(OLDEST_STAMP): $(call stale,$(OLDEST_STAMP),$(OLDEST_REQS))
 	$(call ENSURE_VENV,$(OLDEST))
 	$(OLDEST)/bin/python -m pip install --quiet --upgrade pip
-	args=$$($(call torch_args,$(UNAME_S),$(NVIDIA_SMI),$(OLDEST_REQ))) && \
+	@args=$$($(call torch_args,$(UNAME_S),$(NVIDIA_SMI),$(OLDEST_REQ))) && \
+		echo "$(OLDEST)/bin/python -m pip install --progress-bar on $$args" && \
 		$(OLDEST)/bin/python -m pip install --progress-bar on $$args
 	$(OLDEST)/bin/python -m pip install --progress-bar on -e ".[test]" $(OLDEST_REQ)
 	echo "$(OLDEST_REQS)" > $(OLDEST_STAMP)
