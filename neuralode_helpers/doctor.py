@@ -197,6 +197,24 @@ def report(checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
+def _slider_reply(value: int) -> str:
+    """The label's text once the kernel has seen the slider move to ``value``."""
+    return f"ok  widgets: the kernel saw the slider move to {value}."
+
+
+def slider_check(ipywidgets):
+    """A label over a slider; moving the slider rewrites the label from the kernel's side.
+
+    The reply comes from the kernel, so a changed label shows that both directions work: the
+    page sent the move, and the kernel's answer came back."""
+    label = ipywidgets.Label("Widgets: drag this slider. If you see text instead of a "
+                             "slider, see README: Troubleshooting, 'Widgets do not render'.")
+    slider = ipywidgets.IntSlider(value=3, min=0, max=10)
+    slider.observe(lambda change: setattr(label, "value", _slider_reply(change["new"])),
+                   names="value")
+    return ipywidgets.VBox([label, slider])
+
+
 def show() -> list[Check]:
     """For a notebook: print the report and draw a slider (it must appear as a slider)."""
     checks = check_all()
@@ -205,9 +223,7 @@ def show() -> list[Check]:
         import ipywidgets
         from IPython.display import display
 
-        label = ipywidgets.Label("Widgets: drag this slider. If you see text instead of a "
-                                 "slider, see README: Troubleshooting, 'Widgets do not render'.")
-        display(ipywidgets.VBox([label, ipywidgets.IntSlider(value=3, min=0, max=10)]))
+        display(slider_check(ipywidgets))
     except Exception as error:  # no ipywidgets, or not in a notebook
         print(f"(no slider: {type(error).__name__}: {error})")
     return checks

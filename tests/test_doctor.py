@@ -10,6 +10,8 @@ import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from neuralode_helpers import doctor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,3 +96,13 @@ def test_notebook_00_runs_the_check_right_after_its_setup_cell():
     text = "".join("".join(o.get("text", "")) for o in outputs)
     assert "Ready" in text and "solve" in text  # the committed run passed every check
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+
+
+def test_the_set_up_slider_answers_from_the_kernel():
+    # Notebook 00's slider: moving it rewrites its label (what the browser test waits for).
+    ipywidgets = pytest.importorskip("ipywidgets")
+    box = doctor.slider_check(ipywidgets)
+    label, slider = box.children
+    assert "drag this slider" in label.value
+    slider.value = 7
+    assert label.value == "ok  widgets: the kernel saw the slider move to 7."
