@@ -107,10 +107,10 @@ NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --nbval-saniti
 
 # The course's tensors are tiny: one thread per process is fastest, and avoids several
 # processes (pytest, a kernel, JupyterLab) fighting over the cores during the tests.
-test lint unit notebooks run bench book fuzz test-oldest: export OMP_NUM_THREADS := 1
+test lint unit notebooks run bench book student fuzz test-oldest: export OMP_NUM_THREADS := 1
 
-.PHONY: install install-student venv lab test unit notebooks lint run bench book fuzz clean \
-	wheelhouse torch-choice test-oldest FORCE
+.PHONY: install install-student venv lab test unit notebooks lint run bench book student fuzz \
+	clean wheelhouse torch-choice test-oldest FORCE
 
 # Before anything is created: a Python that is new enough, and no half-built venv.
 # Kept as one shell snippet so that each install step runs it first (tests/test_setup.py
@@ -284,6 +284,12 @@ fuzz: install
 # The executed series as static HTML pages in _build/book/ (open _build/book/index.html).
 book: $(STUDENT)
 	$(BIN)/python -m neuralode_helpers.book notebooks _build/book
+
+# The student edition in _build/student/: the notebooks (each `%load solutions/...` replaced by
+# a line saying that the teacher holds the key), the package and its book, without the worked
+# solutions, the teaching notes or the tests. The repository itself is the teacher's edition.
+student: $(STUDENT)
+	$(BIN)/python -m neuralode_helpers.edition _build/student
 
 clean:
 	rm -rf $(VENV) $(OLDEST) .pytest_cache .ruff_cache .hypothesis
