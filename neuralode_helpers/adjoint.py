@@ -245,7 +245,7 @@ def _reconstruction_check(cfg, t, ys):
 # ---- the three adjoints --------------------------------------------------------------------
 def _backsolve(cfg, t, ys, grad_ys, params):
     """Chen et al.'s adjoint: one backward solve of [z, a, a_θ]; z is rebuilt backwards
-    (restored at every t_i with ``checkpoint``), and compared with the stored z_i there.
+    (restored at every t_i with ``restore_z``), and compared with the stored z_i there.
     Returns a(t_0) and dL/dθ (flat)."""
     func, shape, n = cfg.func, ys.shape[1:], ys[0].numel()
     n_param = sum(p.numel() for p in params)
@@ -262,7 +262,7 @@ def _backsolve(cfg, t, ys, grad_ys, params):
         def check(i, y):
             compare(i, y[:n])
 
-    jump = _jumps(grad_ys, n, 2 * n, restore=(ys, n) if cfg.checkpoint else None,
+    jump = _jumps(grad_ys, n, 2 * n, restore=(ys, n) if cfg.restore_z else None,
                   check=check)
     y0 = _adjoint_solve(cfg, augmented, y_end, t, jump,
                         [("z", n), ("a", n), ("a_θ", n_param)])[-1]
@@ -383,7 +383,7 @@ class _Config:
     adjoint_norm: object  # the user's norm of the scaled (z, a, a_θ), or None
     state_norm: object  # the forward solve's own norm, or None
     seminorm: bool
-    checkpoint: bool
+    restore_z: bool
     adjoint: str
     on_divergence: str
     segments: object
@@ -548,10 +548,15 @@ def _adjoint_options(method, options, adjoint_method, adjoint_options, seminorm)
     return adjoint_options, norm, seminorm
 
 
+# Marks a keyword the caller did not pass (None is a value someone might pass).
+_NOT_GIVEN = object()
+
+
 def odeint_adjoint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", options=None,
                    adjoint_rtol=None, adjoint_atol=None, adjoint_method=None,
                    adjoint_options=None, params=None, adjoint_params=None, seminorm=True,
-                   checkpoint=True, adjoint="backsolve", on_divergence="recover", stats=None):
+                   restore_z=True, adjoint="backsolve", on_divergence="recover", stats=None,
+                   checkpoint=_NOT_GIVEN):
     r"""Solve :math:`\dot z = f(t, z; \theta)` like :func:`odeint`; differentiate by the adjoint.
 
     The forward solve keeps no graph: memory does not grow with the number of solver steps.
@@ -583,12 +588,13 @@ def odeint_adjoint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", option
         It applies to the backsolve only (see ``adjoint``). A callable forward
         ``options["norm"]`` is applied to the backward solve's z and a as well, so that the
         backward controls the channels the forward controls (RNODE's integrals stay out).
-    checkpoint : bool, default True. At each observation time, restore z from the state
+    restore_z : bool, default True. At each observation time, restore z from the state
         stored in the forward pass instead of trusting the backward reconstruction. This is
         free (the outputs are kept anyway) and it is what makes the gradient right on
         contracting dynamics, where reconstructing z backwards is unstable. ``False`` trusts
         the reconstruction all the way (Chen et al.'s algorithm); the reconstruction is
-        still checked (``on_divergence``).
+        still checked (``on_divergence``). (``checkpoint=`` is :func:`odeint`'s keyword for how
+        backprop keeps its graph; passing it here raises ``TypeError``.)
     adjoint : how the backward pass gets z(t) and dL/dθ.
 
         - ``"backsolve"`` (default): one backward solve of [z, a, a_θ]; z is rebuilt by solving
@@ -642,9 +648,15 @@ def odeint_adjoint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", option
     if adjoint not in ("backsolve", "interpolated", "quadrature"):
         raise ValueError("adjoint must be 'backsolve', 'interpolated' or 'quadrature', got "
                          f"{adjoint!r}")
-    if not isinstance(checkpoint, bool):
-        raise TypeError(f"checkpoint must be True or False for odeint_adjoint (whether z is "
-                        f"restored at the observation times), got {checkpoint!r}")
+    if checkpoint is not _NOT_GIVEN:
+        # One meaning per keyword: odeint's checkpoint= says how backprop keeps its graph.
+        raise TypeError(f"odeint_adjoint takes restore_z=True/False (whether z is restored from "
+                        f"the stored forward states at the observation times), not "
+                        f"checkpoint={checkpoint!r}: checkpoint= is odeint's option for how "
+                        f"backprop keeps its graph")
+    if not isinstance(restore_z, bool):
+        raise TypeError(f"restore_z must be True or False (whether z is restored from the "
+                        f"stored forward states at the observation times), got {restore_z!r}")
     if on_divergence not in ("recover", "raise", "ignore"):
         raise ValueError("on_divergence must be 'recover', 'raise' or 'ignore', got "
                          f"{on_divergence!r}")
@@ -682,7 +694,7 @@ def odeint_adjoint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", option
         func=call.func, method=call.method, rtol=rtol, atol=atol, options=options,
         adjoint_method=adjoint_method, adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol,
         adjoint_options=adjoint_options, adjoint_norm=adjoint_norm,
-        state_norm=options.get("norm"), seminorm=seminorm, checkpoint=checkpoint,
+        state_norm=options.get("norm"), seminorm=seminorm, restore_z=restore_z,
         adjoint=adjoint, on_divergence=on_divergence, segments=call.state.segments,
         shape=tuple(call.y0.shape), n=call.y0.numel(),
         n_param=sum(p.numel() for p in params), stats=Stats() if stats is None else stats,

@@ -153,7 +153,7 @@ def measure_gradient(loss_fn, inputs, repeats=1) -> GradientCost:
 
 @torch.no_grad()
 def reconstruction_error(func, z0, t, *, method="dopri5", rtol=1e-6, atol=1e-8, options=None,
-                         checkpoint=False) -> float:
+                         restore_z=False) -> float:
     r"""Relative error of :math:`z(t_0)` rebuilt by solving backwards, as the adjoint does.
 
     The forward solve gives :math:`\hat z(t_i)`; solving :math:`\frac{dz}{dt} = f(z, t)`
@@ -165,13 +165,13 @@ def reconstruction_error(func, z0, t, *, method="dopri5", rtol=1e-6, atol=1e-8, 
     forwards grows like :math:`e^{kt}` backwards, so the forward error in the tiny
     :math:`\hat z(t_{T-1})` returns multiplied by :math:`e^{k(t_{T-1} - t_0)}`.
 
-    With ``checkpoint=True`` the backward solve restarts from the forward state at every
-    observation time (what ``odeint_adjoint(..., checkpoint=True)`` does), so
+    With ``restore_z=True`` the backward solve restarts from the forward state at every
+    observation time (what ``odeint_adjoint(..., restore_z=True)`` does), so
     :math:`\tilde z(t_0)` comes from :math:`\hat z(t_1)` and the error is amplified over
     :math:`[t_0, t_1]` only.
     """
     ys = odeint(func, z0, t, method=method, rtol=rtol, atol=atol, options=options)
-    start = 1 if checkpoint else len(t) - 1
+    start = 1 if restore_z else len(t) - 1
     back = odeint(func, ys[start], t[:start + 1].flip(0), method=method, rtol=rtol, atol=atol,
                   options=options)
     return relative_error(back[-1], z0)

@@ -150,14 +150,14 @@ def toy_steps(method="dopri5", rtol=1e-4, *, t_end=TOY_SPAN[1], max_steps=1000) 
 
 # -- the adjoint explorer ------------------------------------------------------------------------
 def oscillator_matrix(damping, stiffness=4.0) -> torch.Tensor:
-    r"""The damped oscillator :math:`\ddot x + \delta \dot x + k x = 0` as
+    r"""The damped oscillator :math:`\ddot x + \gamma \dot x + k x = 0` as
     :math:`\dot z = A z` with :math:`z = (x, \dot x)^\top`:
 
-    .. math:: A = \begin{pmatrix} 0 & 1 \\ -k & -\delta \end{pmatrix},
+    .. math:: A = \begin{pmatrix} 0 & 1 \\ -k & -\gamma \end{pmatrix},
 
-    eigenvalues :math:`\big(-\delta \pm \sqrt{\delta^2 - 4k}\big)/2`. Below
-    :math:`\delta = 2\sqrt k` it oscillates; far above, one mode decays slowly and one at
-    rate about :math:`\delta`, which a backward solve turns into growth. A (2, 2) float64
+    eigenvalues :math:`\big(-\gamma \pm \sqrt{\gamma^2 - 4k}\big)/2`. Below
+    :math:`\gamma = 2\sqrt k` it oscillates; far above, one mode decays slowly and one at
+    rate about :math:`\gamma`, which a backward solve turns into growth. A (2, 2) float64
     tensor.
     """
     damping, stiffness = float(damping), float(stiffness)
@@ -209,7 +209,7 @@ class AdjointPass:
     a0: np.ndarray
     nfe_forward: int
     nfe_backward: int
-    checkpoint: bool
+    restore_z: bool
 
     def upto(self, t):
         """How many recorded points the backward solve has reached by time ``t`` (those with
@@ -218,14 +218,14 @@ class AdjointPass:
 
 
 def adjoint_pass(A, z0, t, targets=None, *, rtol=1e-6, atol=1e-8, method="dopri5",
-                 checkpoint=True, points_per_step=3, vjp="closed form") -> AdjointPass:
+                 restore_z=True, points_per_step=3, vjp="closed form") -> AdjointPass:
     r"""The adjoint method's backward solve for :math:`L = \sum_{i\ge1} \tfrac12
     \lVert z(t_i) - y_i\rVert^2` with :math:`\dot z = A z`, written out step by step so that
     its whole path can be watched.
 
     It is :func:`~neuralode_helpers.odeint_adjoint`'s default backward pass (one solve of
     :math:`[z, a, a_\theta]` from :math:`t_N` to :math:`t_0`, landing on every :math:`t_i`
-    to add the jump :math:`\ell_i` to a; with ``checkpoint`` also restoring z from the
+    to add the jump :math:`\ell_i` to a; with ``restore_z`` also restoring z from the
     forward solve there; the seminorm), with the same solver calls, so ``grad_A`` equals
     the ``A.grad`` that ``odeint_adjoint(LinearODE(A), z0, t, ...)`` gives, to round-off.
     Between the ends of each accepted step, ``points_per_step - 1`` points come from the
@@ -289,7 +289,7 @@ def adjoint_pass(A, z0, t, targets=None, *, rtol=1e-6, atol=1e-8, method="dopri5
                           else dense_output(tab, y, ks, h, float(theta)))
 
     y_end = torch.cat([zs[-1], ell[-1], zs.new_zeros(n_param)])
-    jump = _jumps(ell, n, 2 * n, restore=(zs, n) if checkpoint else None)
+    jump = _jumps(ell, n, 2 * n, restore=(zs, n) if restore_z else None)
     bwd = SolveStats()
     with torch.no_grad():
         out = solve(augmented, y_end, t.flip(0), method=method, rtol=rtol, atol=atol,
@@ -301,7 +301,7 @@ def adjoint_pass(A, z0, t, targets=None, *, rtol=1e-6, atol=1e-8, method="dopri5
         t=np.array(ts), z=states[:, :n], a=states[:, n:2 * n], grad=states[:, 2 * n:],
         t_obs=t.numpy(), z_obs=zs.numpy(), grad_A=y0[2 * n:].reshape(A.shape).numpy(),
         a0=y0[n:2 * n].numpy(), nfe_forward=fwd.nfe, nfe_backward=bwd.nfe,
-        checkpoint=bool(checkpoint))
+        restore_z=bool(restore_z))
 
 
 @dataclass(frozen=True)

@@ -274,7 +274,7 @@ def plot_adjoint_pass(run, exact, t_show=None, axes=None, *, figsize=(9, 8)):
     ax_z.set_ylim(*running_limits(run.z, exact.z))
     ax_a.set_ylim(*running_limits(run.a, exact.a))
     ax_g.set_ylim(*running_limits(grads, [0.0, *exact.grad_A.ravel()]))
-    restore = "restored" if run.checkpoint else "not restored"
+    restore = "restored" if run.restore_z else "not restored"
     ax_z.set_title(f"the backward solve runs from t = {t_end:g} back to {t0:g} (red line: "
                    f"where it has got to); z {restore} at the observation times", fontsize=10)
     ax_z.set_ylabel("z(t)")

@@ -307,14 +307,14 @@ class _Explorer:
 
 class AdjointExplorer(_Explorer):
     r"""The adjoint method's backward solve, step by step, on the damped oscillator
-    :math:`\dot z = A z`, :math:`A = \begin{pmatrix} 0 & 1 \\ -4 & -\delta\end{pmatrix}`,
+    :math:`\dot z = A z`, :math:`A = \begin{pmatrix} 0 & 1 \\ -4 & -\gamma\end{pmatrix}`,
     :math:`z(0) = (1, 0)^\top`, with :math:`L = \sum_{i \ge 1} \tfrac12 \lVert z(t_i)
     \rVert^2` at ``n_obs`` equally spaced observation times up to ``t_end``.
 
     Controls: ``time_slider`` (where the backward solve has got to: from ``t_end`` back to
-    0), ``damping_slider`` (:math:`\delta`), ``n_obs_slider``, ``rtol_slider`` (the
+    0), ``damping_slider`` (:math:`\gamma`), ``n_obs_slider``, ``rtol_slider`` (the
     solves' rtol; atol = rtol / 100) and ``restore_box`` (restore z at the observation
-    times: ``odeint_adjoint``'s ``checkpoint``). Computing is done by
+    times: ``odeint_adjoint``'s ``restore_z``). Computing is done by
     :func:`~neuralode_helpers.explorers.adjoint_pass` and
     :func:`~neuralode_helpers.explorers.exact_adjoint`, once per setting of the last four
     (cached in ``cache``); the time slider only indexes the recorded arrays, drawn by
@@ -335,7 +335,7 @@ class AdjointExplorer(_Explorer):
             continuous_update=False, readout_format=".2f",
             tooltip="where the backward solve has got to (it runs from right to left)")
         self.damping_slider = widgets.FloatSlider(
-            value=damping, min=0.0, max=max_damping, step=0.5, description="damping δ",
+            value=damping, min=0.0, max=max_damping, step=0.5, description="damping γ",
             continuous_update=False, readout_format=".1f")
         self.n_obs_slider = widgets.IntSlider(
             value=n_obs, min=1, max=8, description="obs. times", continuous_update=False)
@@ -374,7 +374,7 @@ class AdjointExplorer(_Explorer):
             exact = exact_adjoint(A, self.z0, t)
             try:
                 run = adjoint_pass(A, self.z0, t, rtol=rtol, atol=rtol / 100,
-                                   checkpoint=restore)
+                                   restore_z=restore)
             except SolverError as err:
                 run = err
             summary = (f"the backward solve failed: {run}" if isinstance(run, Exception)

@@ -7,7 +7,7 @@ Usable as a module (``tests/test_fuzz.py`` runs a bounded version) and as a scri
 
 **The space.** Seven gradient methods (:data:`GRAD_METHODS`: backprop through ``odeint``,
 ``checkpoint="observations"``, ``checkpoint="steps"``, and ``odeint_adjoint`` with the
-backsolve adjoint with and without ``checkpoint``, ``interpolated``, ``quadrature``), every
+backsolve adjoint with and without ``restore_z``, ``interpolated``, ``quadrature``), every
 torch method in ``neuralode_helpers.solvers.METHODS`` at run time (new ones are picked up) and
 a few scipy methods (``odeint_adjoint`` only), seven problem families (:data:`FAMILIES`),
 observation-time patterns (one interval, many, two very close, decreasing, not starting at
@@ -123,7 +123,7 @@ ADAPTIVE = tuple(m for m in TORCH_METHODS if _family_of(m) == "adaptive")
 # fehlberg2 ~110-470 -- ~3000 before caa5674, when its error estimate, h (k3 - k1) / 512,
 # saw a small fraction of the error it controlled); a method not in the table gets
 # "adaptive". The gradient groups: "backprop" is backprop, checkpoint=
-# "observations" and "steps"; "adjoint" is backsolve (either checkpoint), interpolated and
+# "observations" and "steps"; "adjoint" is backsolve (restore_z or not), interpolated and
 # quadrature.
 BOUNDS = {
     # adaptive, in units of tol (see the module docstring)
@@ -499,7 +499,7 @@ def run_package(case):
         if case.adjoint_rtol is not None:
             kw["adjoint_rtol"] = case.adjoint_rtol
         zs = nh.odeint_adjoint(func, z0, t, adjoint=adjoint, params=params,
-                               checkpoint=case.grad != "backsolve_nockpt",
+                               restore_z=case.grad != "backsolve_nockpt",
                                seminorm=case.seminorm, **kw)
     if case.split is not None:
         zs = torch.cat(zs, -1)
@@ -680,7 +680,7 @@ def _check_case(case):
 def reconstruction_growth(case):
     """How much the backsolve's backward reconstruction of z can amplify an error: the
     fastest contraction in the direction of integration times the longest stretch it is
-    trusted (one interval of t with checkpoint, the whole span without)."""
+    trusted (one interval of t with restore_z, the whole span without)."""
     ev = torch.linalg.eigvals(torch.tensor(case.A, dtype=F64)).real
     sign = 1.0 if case.t[-1] > case.t[0] else -1.0
     rate = max(0.0, float((-sign * ev).max()))
@@ -1108,7 +1108,7 @@ def summary(results, seconds, n_examples, seed):
     for (fam, group), K in BOUNDS.items():
         unit = units[group] if fam == "fixed" else "tol = max(rtol, atol/s)·(1+n_osc)"
         grads = "backprop, observations, steps" if group == "backprop" else \
-            "backsolve (±checkpoint), interpolated, quadrature"
+            "backsolve (±restore_z), interpolated, quadrature"
         lines.append(f"| {fam} | {grads} | {K:g} | {unit} |")
     lines.append("")
 

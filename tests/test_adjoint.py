@@ -193,10 +193,10 @@ def test_seminorm_saves_backward_steps_at_equal_accuracy():
     assert err_semi < 1e-4 and err_full < 1e-4
 
 
-def test_checkpoint_option_gives_same_gradients(linear_problem):
+def test_restore_z_option_gives_same_gradients(linear_problem):
     A, z0, t = linear_problem
     w = torch.randn(len(t), *z0.shape, dtype=F64)
-    got = _adjoint_grads(A, z0, t, w, checkpoint=True, **TIGHT)
+    got = _adjoint_grads(A, z0, t, w, restore_z=True, **TIGHT)
     for g, e in zip(got, _exact_grads(A, z0, t, w)):
         assert _rel(g, e) < 1e-7
 

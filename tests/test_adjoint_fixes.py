@@ -64,14 +64,14 @@ def _exact_dA(A, z0, t):
 
 
 @pytest.mark.parametrize("times", [[0.0, 2.0], [0.0, 10.0], torch.linspace(0, 2, 5).tolist()])
-@pytest.mark.parametrize("checkpoint", [True, False])
-def test_mildly_stiff_backsolve_recovers(times, checkpoint):
+@pytest.mark.parametrize("restore_z", [True, False])
+def test_mildly_stiff_backsolve_recovers(times, restore_z):
     # Before the fix: dL/dA00 = 5.4e21 on [0, 2] (exact -0.363 for this loss), 3e156 on
     # [0, 10], 30 % off with five observation times.
     z0 = torch.ones(2, dtype=F64)
     t = torch.tensor(times, dtype=F64)
     model, stats = Linear(STIFF), nh.Stats()
-    nh.odeint_adjoint(model, z0, t, rtol=1e-6, atol=1e-9, checkpoint=checkpoint,
+    nh.odeint_adjoint(model, z0, t, rtol=1e-6, atol=1e-9, restore_z=restore_z,
                       stats=stats).sum().backward()
     exact = _exact_dA(STIFF, z0, t)
     assert ((model.A.grad - exact).norm() / exact.norm()).item() < 1e-4
@@ -140,8 +140,12 @@ def test_single_time_still_checks_arguments():
     model = Linear(STIFF)
     t1 = torch.zeros(1, dtype=F64)
     z0 = torch.ones(2, dtype=F64)
-    with pytest.raises(TypeError, match="checkpoint must be True or False"):
-        nh.odeint_adjoint(model, z0, t1, checkpoint="bogus")
+    with pytest.raises(TypeError, match="restore_z must be True or False"):
+        nh.odeint_adjoint(model, z0, t1, restore_z="bogus")
+    # One meaning per keyword: checkpoint= is odeint's (graph keeping), not odeint_adjoint's.
+    for value in (True, False, "steps"):
+        with pytest.raises(TypeError, match="takes restore_z=True/False .* not checkpoint="):
+            nh.odeint_adjoint(model, z0, t1, checkpoint=value)
     with pytest.raises(ValueError, match="adjoint must be"):
         nh.odeint_adjoint(model, z0, t1, adjoint="bogus")
     with pytest.raises(ValueError, match="on_divergence must be"):

@@ -89,7 +89,7 @@ def _memory(n_steps, how):
     if how == "backprop":
         run = lambda: odeint(f, z0, t, **kw)  # noqa: E731
     else:
-        run = lambda: odeint_adjoint(f, z0, t, checkpoint=how == "checkpoint", **kw)  # noqa: E731
+        run = lambda: odeint_adjoint(f, z0, t, restore_z=how == "restore_z", **kw)  # noqa: E731
     _, nbytes = saved_tensor_bytes(run, exclude=list(f.parameters()))
     return nbytes
 
@@ -97,21 +97,21 @@ def _memory(n_steps, how):
 def test_backprop_memory_grows_with_steps_and_adjoint_memory_does_not():
     small, large = _memory(10, "backprop"), _memory(100, "backprop")
     assert 8 < large / small < 12  # linear in the number of steps
-    for how in ("adjoint", "checkpoint"):
+    for how in ("adjoint", "restore_z"):
         assert _memory(10, how) == _memory(100, how) == 3 * 32 * 2 * 4 + 3 * 4  # ys and t
     assert _memory(10, "adjoint") < small / 10
 
 
 # ---------------------------------------------------------------------------------------------
-# The adjoint on contracting dynamics, and the checkpoint fix
+# The adjoint on contracting dynamics, and the restore_z fix
 # ---------------------------------------------------------------------------------------------
 
-def decay_gradients(k, t, checkpoint):
+def decay_gradients(k, t, restore_z):
     """dL/dk and dL/dz0 for L = sum of z(t_i) over all observation times, z0 = (1, 1, 1),
     by the unguarded backsolve (no recovery: the failure is what is measured)."""
     f = Decay(k)
     z0 = torch.ones(3, dtype=torch.float64, requires_grad=True)
-    ys = odeint_adjoint(f, z0, t, rtol=1e-6, atol=1e-8, checkpoint=checkpoint,
+    ys = odeint_adjoint(f, z0, t, rtol=1e-6, atol=1e-8, restore_z=restore_z,
                         on_divergence="ignore")
     ys.sum().backward()
     # Exact: z(t_i) = z0 exp(-k t_i), so dL/dk = -sum_i t_i exp(-k t_i) z0 summed over z0's
@@ -121,10 +121,10 @@ def decay_gradients(k, t, checkpoint):
             relative_error(z0.grad, e.sum() * torch.ones(3, dtype=torch.float64)))
 
 
-def test_checkpoint_fixes_the_adjoint_on_contracting_dynamics():
+def test_restore_z_fixes_the_adjoint_on_contracting_dynamics():
     t = torch.linspace(0, 2, 11, dtype=torch.float64)  # k (t_end - t_0) = 20
-    err_k, err_z0 = decay_gradients(10.0, t, checkpoint=False)
-    err_k_cp, err_z0_cp = decay_gradients(10.0, t, checkpoint=True)
+    err_k, err_z0 = decay_gradients(10.0, t, restore_z=False)
+    err_k_cp, err_z0_cp = decay_gradients(10.0, t, restore_z=True)
     assert err_k_cp < 1e-4 and err_z0_cp < 1e-4
     assert err_k > 1e-2  # the plain adjoint's reconstruction of z(t) has failed
     assert err_k > 1000 * err_k_cp
@@ -132,7 +132,7 @@ def test_checkpoint_fixes_the_adjoint_on_contracting_dynamics():
 
 def test_adjoint_is_fine_on_mild_dynamics():
     t = torch.linspace(0, 1, 5, dtype=torch.float64)
-    err_k, err_z0 = decay_gradients(1.0, t, checkpoint=False)
+    err_k, err_z0 = decay_gradients(1.0, t, restore_z=False)
     assert err_k < 1e-5 and err_z0 < 1e-5
 
 
@@ -143,7 +143,7 @@ def test_reconstruction_error_grows_with_contraction():
     assert errs[0] < 1e-5
     assert errs[0] < errs[1] < errs[2]
     assert errs[2] > 1e-2
-    assert reconstruction_error(Decay(10), z0, t, rtol=1e-6, atol=1e-8, checkpoint=True) < 1e-4
+    assert reconstruction_error(Decay(10), z0, t, rtol=1e-6, atol=1e-8, restore_z=True) < 1e-4
 
 
 # ---------------------------------------------------------------------------------------------

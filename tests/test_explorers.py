@@ -95,27 +95,27 @@ def test_record_steps_rejects_bad_input():
 
 
 # -- the adjoint pass ----------------------------------------------------------------------------
-def package_gradient(A, z0, t, *, rtol, checkpoint):
+def package_gradient(A, z0, t, *, rtol, restore_z):
     model = nh.LinearODE(A)
     z0 = z0.clone().requires_grad_(True)
     stats = Stats()
     # The explorer shows Chen et al.'s backward pass as it is, a diverging reconstruction
     # included: compare with the package's unguarded backsolve.
-    zs = nh.odeint_adjoint(model, z0, t, rtol=rtol, atol=rtol / 100, checkpoint=checkpoint,
+    zs = nh.odeint_adjoint(model, z0, t, rtol=rtol, atol=rtol / 100, restore_z=restore_z,
                            stats=stats, on_divergence="ignore")
     (0.5 * zs[1:].pow(2).sum()).backward()
     return model.A.grad.numpy(), z0.grad.numpy(), stats
 
 
-@pytest.mark.parametrize("damping, n_obs, rtol, checkpoint", [
+@pytest.mark.parametrize("damping, n_obs, rtol, restore_z", [
     (0.5, 1, 1e-6, True), (1.0, 4, 1e-6, True), (8.0, 3, 1e-8, False), (8.0, 3, 1e-4, True),
 ])
-def test_running_gradient_at_t0_is_odeint_adjoints(damping, n_obs, rtol, checkpoint):
+def test_running_gradient_at_t0_is_odeint_adjoints(damping, n_obs, rtol, restore_z):
     A = nh.oscillator_matrix(damping)
     z0 = torch.tensor([1.0, 0.0], dtype=torch.float64)
     t = observation_times(4.0, n_obs)
-    run = nh.adjoint_pass(A, z0, t, rtol=rtol, atol=rtol / 100, checkpoint=checkpoint)
-    grad_A, grad_z0, stats = package_gradient(A, z0, t, rtol=rtol, checkpoint=checkpoint)
+    run = nh.adjoint_pass(A, z0, t, rtol=rtol, atol=rtol / 100, restore_z=restore_z)
+    grad_A, grad_z0, stats = package_gradient(A, z0, t, rtol=rtol, restore_z=restore_z)
     # The same solver calls: equal to round-off, not just to the tolerance.
     np.testing.assert_allclose(run.grad[-1].reshape(2, 2), grad_A, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(run.grad_A, grad_A, rtol=1e-12, atol=1e-14)
@@ -158,8 +158,8 @@ def test_restoring_z_fixes_the_reconstruction_on_strong_damping():
         z0 = torch.tensor([1.0, 0.0], dtype=torch.float64)
         t = observation_times(4.0, 8)
         exact = nh.exact_adjoint(A, z0, t)
-        bad = nh.adjoint_pass(A, z0, t, rtol=1e-6, atol=1e-8, checkpoint=False)
-        good = nh.adjoint_pass(A, z0, t, rtol=1e-6, atol=1e-8, checkpoint=True)
+        bad = nh.adjoint_pass(A, z0, t, rtol=1e-6, atol=1e-8, restore_z=False)
+        good = nh.adjoint_pass(A, z0, t, rtol=1e-6, atol=1e-8, restore_z=True)
         err = [nh.relative_error(torch.tensor(r.grad_A), torch.tensor(exact.grad_A))
                for r in (bad, good)]
         assert err[0] > 1.0 and err[1] < 1e-3, (damping, err)

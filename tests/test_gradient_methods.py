@@ -59,14 +59,14 @@ def test_decreasing_time(adjoint, linear_problem):
 
 
 def test_no_reconstruction_no_failure_on_contracting_dynamics():
-    # The backsolve without checkpoints rebuilds z backwards and fails; the interpolated and
+    # The backsolve without restore_z rebuilds z backwards and fails; the interpolated and
     # quadrature adjoints read z from the forward pass and are right.
     A = torch.tensor([[-8.0, 1.0], [0.0, -0.5]], dtype=F64)
     z0 = torch.ones(2, dtype=F64)
     t = torch.linspace(0, 4, 9, dtype=F64)
     w = torch.ones(len(t), 2, dtype=F64)
     exact = _exact(A, z0, t, w)[0]
-    errors = {adj: _rel(_ours(A, z0, t, w, adjoint=adj, checkpoint=False,
+    errors = {adj: _rel(_ours(A, z0, t, w, adjoint=adj, restore_z=False,
                               **({"on_divergence": "ignore"} if adj == "backsolve" else {}))[0],
                         exact)
               for adj in ADJOINTS}

@@ -37,14 +37,14 @@ def test_contracting_dynamics_default_gradient_is_right():
     # the divergence is noticed: recovered from (default), raised, or (only when asked
     # for, to show the failure) returned as it is.
     model = nh.LinearODE(A)
-    nh.odeint_adjoint(model, z0, t, checkpoint=False).sum().backward()
+    nh.odeint_adjoint(model, z0, t, restore_z=False).sum().backward()
     assert _rel(model.A.grad, exact) < 1e-6
     model = nh.LinearODE(A)
     with pytest.raises(nh.SolverError, match="backward reconstruction of z diverged"):
-        nh.odeint_adjoint(model, z0, t, checkpoint=False,
+        nh.odeint_adjoint(model, z0, t, restore_z=False,
                           on_divergence="raise").sum().backward()
     model = nh.LinearODE(A)
-    nh.odeint_adjoint(model, z0, t, checkpoint=False, on_divergence="ignore").sum().backward()
+    nh.odeint_adjoint(model, z0, t, restore_z=False, on_divergence="ignore").sum().backward()
     assert _rel(model.A.grad, exact) > 0.1
 
 

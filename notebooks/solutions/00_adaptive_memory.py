@@ -40,8 +40,8 @@ for rtol in (1e-3, 1e-5, 1e-7, 1e-9):
     tolerances = {"method": "dopri5", "rtol": rtol, "atol": rtol * 1e-2}
     _, mem_bp = saved_tensor_bytes(odeint, field, z0, t_span, stats=stats, exclude=params,
                                    **tolerances)
-    # checkpoint=False: only the returned z(1) is kept (checkpoints would add a few states).
-    _, mem_adj = saved_tensor_bytes(odeint_adjoint, field, z0, t_span, checkpoint=False,
+    # restore_z=False: only the returned z(1) is kept (restoring z would add a few states).
+    _, mem_adj = saved_tensor_bytes(odeint_adjoint, field, z0, t_span, restore_z=False,
                                     exclude=params, **tolerances)
     print(f"{rtol:.0e}  {stats.forward.n_steps:5d}   {mem_bp / 1e6:18.2f}   "
           f"{mem_adj / 1e3:17.1f}")
