@@ -311,7 +311,10 @@ def test_self_checked_solution_passes_and_is_loaded_by_its_notebook(path, capsys
 
 @pytest.mark.parametrize("path", ANSWERS, ids=lambda p: p.name)
 def test_star3_answer_runs_and_is_loaded_by_its_notebook(path):
-    assert path.read_text().startswith(f"# Exercise {path.name[:2]} ★★★ (worked answer)")
+    # "# Exercise 1.3 ★★★ (worked answer)": the notebook's number without its leading zero, then
+    # the exercise's (the older "# Exercise 01 ★★★" is still accepted).
+    number = f"({path.name[:2]}|{int(path.name[:2])}\\.\\d+)"
+    assert re.match(rf"# Exercise {number} ★★★ \(worked answer\)", path.read_text())
     runpy.run_path(str(path), run_name="__main__")  # runs without the notebook's variables
     notebook = next(nb for nb in NOTEBOOKS if nb.name.startswith(path.name[:2]))
     assert f"%load solutions/{path.name}" in notebook.read_text()
