@@ -1,4 +1,5 @@
-# Exercise 02 ★: all windows [t0_b, t0_b + delta] as one system on s in [0, 1].
+# Exercise 2.1 ★: all windows [t0_b, t0_b + delta] as one system on s in [0, 1] (delta is the
+# window length Δ).
 from neuralode_helpers.exercises import check_windowed_field
 
 
