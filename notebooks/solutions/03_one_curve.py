@@ -1,10 +1,10 @@
-# Exercise 03 ★★★ (worked answer): train on one curve.
+# Exercise 3.3 ★★★ (worked answer): train on one curve.
 #
 # Every curve z = e^(1 - cos t) + c of the family solves the same field
-# dz/dt = sin t e^(1 - cos t), one that does not look at z (exercise 00 ★). Trained on windows
-# from all c in [-1.2, 1.2], the model sees at each t many values of z with the same slope, so the
-# only field that fits all of them is (close to) independent of z: that is what it learns, and
-# the explorer shows it at any c inside the training range.
+# dz/dt = sin t e^(1 - cos t), one that does not look at z (notebook 03, section 1). Trained on
+# windows from all c in [-1.2, 1.2], the model sees at each t many values of z with the same
+# slope, so the only field that fits all of them is (close to) independent of z: that is what it
+# learns, and the explorer shows it at any c inside the training range.
 #
 # Trained with c_range=(0.0, 0.0), every window starts on the one curve c = 0. The loss then
 # only constrains the field *along that curve*: at each t, one value of z. How the field

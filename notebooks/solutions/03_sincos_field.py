@@ -1,4 +1,4 @@
-# Exercise 03 ★: a field whose network sees (z, sin t, cos t) instead of (z, t).
+# Exercise 3.1 ★: a field whose network sees (z, sin t, cos t) instead of (z, t).
 import torch
 from torch import nn
 
@@ -8,7 +8,7 @@ from neuralode_helpers.exercises import check_sincos_field
 class SinCosField(nn.Module):
     # The true field sin t (z - c) repeats every 2 pi in t. Feeding sin t and cos t (instead of
     # t) builds that periodicity in: the network cannot tell t from t + 2 pi, so what it learns
-    # on [0, 10] also holds on [10, 20].
+    # on the trained range [-1, 11] also holds on [11, 20].
     def __init__(self, hidden=32):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(3, hidden), nn.GELU(), nn.Linear(hidden, 1))

@@ -1,4 +1,4 @@
-# Exercise 03 ★★: the targets of the n_obs loss.
+# Exercise 3.2 ★★: the targets of the n_obs loss.
 import torch
 
 from neuralode_helpers import toy_solution
