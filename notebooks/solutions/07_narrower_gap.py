@@ -23,6 +23,6 @@
 # plane and separate it from the ring with a plane in 3-D, so its class-0 region is a bounded
 # blob around the disk, whatever the gap. Its loss, accuracy and NFE change little.
 #
-# To see it, rerun section 4 with nested_circles(512, seed=0, r_inner=0.9) (and the same for
-# the test set), and compare the two models' decision-region plots, test accuracy and the NFE
-# per forward pass.
+# To see it, rerun the circles experiment (Going further) with
+# nested_circles(512, seed=0, r_inner=0.9) (and the same for the test set), and compare the
+# two models' decision-region plots, test accuracy and the NFE per forward pass.

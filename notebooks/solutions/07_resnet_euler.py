@@ -2,13 +2,13 @@
 from neuralode_helpers.exercises import check_resnet_euler
 
 
-def resnet_euler(blocks, h):
-    # L blocks are L Euler steps of size 1/L on [0, 1]: h_{l+1} = h_l + (1/L) f_l(h_l). Each
-    # block sees the previous block's output, and the skip connection is the "h_l +".
-    L = len(blocks)
+def resnet_euler(blocks, z):
+    # K blocks are K Euler steps of size h = 1/K on [0, 1]: z_{k+1} = z_k + (1/K) f_k(z_k).
+    # Each block sees the previous block's output, and the skip connection is the "z_k +".
+    K = len(blocks)
     for f in blocks:
-        h = h + f(h) / L
-    return h
+        z = z + f(z) / K
+    return z
 
 
 check_resnet_euler(resnet_euler)
