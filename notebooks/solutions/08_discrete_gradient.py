@@ -1,7 +1,7 @@
-# Exercise 08 ★★★ (worked answer): backprop is the exact gradient of the discrete solve.
+# Exercise 8.3 ★★★ (worked answer): backprop is the exact gradient of the discrete solve.
 #
 # The discrete loss is L_h(A) = sum_i w_i . z_h(t_i), where z_h is the rk4 solve with step h.
-# Central finite differences of L_h in each entry of A (step 1e-6, float64: error ~1e-10)
+# Central finite differences of L_h in each entry of A (step ε = 1e-6, float64: error ~1e-10)
 # approximate dL_h/dA, the gradient of what the solver computed. Backprop differentiates the
 # same arithmetic, so it agrees with the finite differences to about 1e-9, at any h. The
 # interpolated adjoint approximates dL/dA of the *exact* solution instead: it agrees with the
