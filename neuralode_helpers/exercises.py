@@ -1014,20 +1014,58 @@ def check_kl_to_prior(fn) -> bool:
     without the package's or torch's KL functions.
 
     Verifies the values for mu and logvar of shape (6, 4) against
-    torch.distributions.kl_divergence, the shape (B,), and that q = prior gives 0. float32 or
-    float64.
+    torch.distributions.kl_divergence, the shape (B,), and that q = prior gives 0. An answer
+    that takes a third argument, ``fn(mu, logvar, prior_logvar)``, is the KL to the prior
+    N(0, e^prior_logvar I): it is checked with prior_logvar = 0 as above, then for
+    prior_logvar = -1 and 0.7 too. float32 or float64.
     """
+    import inspect
+
     from torch.distributions import Normal, kl_divergence
 
     hint = _Hint("check_kl_to_prior")
     _expect_function(fn, "check_kl_to_prior", "fn(mu, logvar)")
+    try:
+        positional = [p for p in inspect.signature(fn).parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        positional = []
+    with_prior = len(positional) >= 3
+
+    def kl(mu, logvar, prior=None):
+        call = "fn(mu, logvar, prior_logvar)" if with_prior else "fn(mu, logvar)"
+        args = (mu, logvar) if not with_prior else (
+            mu, logvar, torch.zeros((), dtype=mu.dtype) if prior is None else prior)
+        return _call(hint, fn, args, call)
+
+    def with_priors(dt, mu, logvar):
+        for value in (-1.0, 0.7):
+            prior = torch.tensor(value, dtype=dt)
+            with _watch_calls(_package_shortcuts()) as used:
+                out = kl(mu, logvar, prior)
+            if used:
+                raise _shortcut_hint(hint, used, "the closed form of the KL")
+            out = _tensor(hint, out, "fn(mu, logvar, prior_logvar)")
+            q = Normal(mu, (0.5 * logvar).exp())
+            ref = kl_divergence(q, Normal(0.0, math.exp(0.5 * value))).sum(-1).to(dt)
+            if _close(out, ref):
+                continue
+            if _close(out, kl_divergence(q, Normal(0.0, 1.0)).sum(-1)):
+                raise hint(f"For prior_logvar = {value} your KL is the one to N(0, I): the "
+                           "prior's variance is e^prior_logvar.")
+            if _close(out, kl_divergence(q, Normal(0.0, math.exp(value))).sum(-1)):
+                raise hint("You treated prior_logvar as the log of the prior's standard "
+                           "deviation; it is the log of its variance.")
+            raise hint(f"Right for the standard prior, wrong for prior_logvar = {value}.",
+                       "Redo the derivation with p = N(0, v_p): E_q[x^2] = v + m^2 is now "
+                       "divided by v_p, and log p has a log v_p term.")
 
     def trial(dt):
         gen = torch.Generator().manual_seed(4)
         mu = torch.randn(6, 4, generator=gen).to(dt)
         logvar = (1.5 * torch.randn(6, 4, generator=gen)).to(dt)
         with _watch_calls(_package_shortcuts()) as used:
-            out = _call(hint, fn, (mu, logvar), "fn(mu, logvar)")
+            out = kl(mu, logvar)
         if used:
             raise _shortcut_hint(hint, used, "the closed form of the KL")
         out = _tensor(hint, out, "fn(mu, logvar)")
@@ -1043,9 +1081,14 @@ def check_kl_to_prior(fn) -> bool:
         L = mu.shape[-1]
         std = (0.5 * logvar).exp()
         if _close(out, ref):
-            zero = _call(hint, fn, (torch.zeros(2, 3, dtype=dt),) * 2, "fn(mu, logvar)")
+            zero = kl(*(torch.zeros(2, 3, dtype=dt),) * 2)
             if not _close(zero, torch.zeros(2, dtype=dt)):
                 raise hint("KL(p || p) should be 0 for mu = 0, logvar = 0.")
+            if with_prior:
+                with_priors(dt, mu, logvar)
+                return _ok("your KL matches torch.distributions.kl_divergence for the standard "
+                           "prior and for priors of other variances, summed over the latent "
+                           "dimensions, and is 0 when q is the prior.")
             return _ok("your KL matches torch.distributions.kl_divergence, summed over the "
                        "latent dimensions, and is 0 when q is the prior.")
         if _close(out, -ref):
@@ -1370,3 +1413,220 @@ def check_augmented_flow(fn) -> bool:
                    "pi (-z2, z1) swaps -1 and 1, the map no plain 1-D flow can make.")
 
     return _in_either_precision(hint, trial)
+
+
+# --- notebook 08 -------------------------------------------------------------------------------
+
+
+def _poly_cases():
+    """(g, lo, hi, n, exact integral): polynomials of degree 2n - 1 on intervals other than
+    [-1, 1], integrated exactly from their antiderivatives."""
+    def deg5(x):
+        return 1 - 2 * x + 3 * x**5
+
+    def deg3(x):
+        return 4 * x**3 - x
+
+    def deg7(x):
+        return x**7 - 2 * x**2
+
+    return [(deg5, 0.5, 2.0, 3, (2.0 - 0.5) - (2.0**2 - 0.5**2) + (2.0**6 - 0.5**6) / 2),
+            (deg3, -2.0, 1.0, 2, (1.0 - 16.0) - (1.0 - 4.0) / 2),
+            (deg7, -0.5, 1.5, 4, (1.5**8 - 0.5**8) / 8 - 2 * (1.5**3 + 0.5**3) / 3)]
+
+
+@_check
+def check_gauss_legendre(fn) -> bool:
+    """Check ``fn(g, lo, hi, n)``: the integral of a function g of one number over [lo, hi] by
+    the n-node Gauss-Legendre rule.
+
+    Verifies exactness for polynomials of degree 2n - 1 (n = 2, 3, 4) on intervals other than
+    [-1, 1] against their antiderivatives, that degree 2n is not exact (n nodes, not more), and
+    e^x on [0, 1] with 4 nodes against e - 1. Accepts a float, a NumPy number or a 1-element
+    tensor, computed in float64 or float32 (compared at float32 precision).
+    """
+    from scipy.integrate import fixed_quad
+
+    hint = _Hint("check_gauss_legendre")
+    _expect_function(fn, "check_gauss_legendre", "fn(g, lo, hi, n)")
+
+    def value(g, lo, hi, n):
+        call = f"fn(g, {lo}, {hi}, {n})"
+        got = _call(hint, fn, (g, lo, hi, n), call)
+        if got is None:
+            raise hint(f"{call} returned None: is a `return` missing?")
+        number = _as_number(got)
+        if number is None:
+            more = ("Add up the weighted values of g at the nodes: one number."
+                    if getattr(got, "ndim", 0) == 1 or isinstance(got, list | tuple) else "")
+            raise hint(f"{call} should return one number, got {_describe(got)}.", more)
+        return number
+
+    def near(a, b):
+        return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6)
+
+    for g, lo, hi, n, exact in _poly_cases():
+        got = value(g, lo, hi, n)
+        if near(got, exact):
+            continue
+        rule = fixed_quad(g, lo, hi, n=n)[0]  # scipy's rule, for the slips below
+        half = (hi - lo) / 2
+        if near(got, fixed_quad(g, -1.0, 1.0, n=n)[0]):
+            raise hint(f"For [{lo}, {hi}] your value is the integral over [-1, 1]: the nodes "
+                       "from leggauss lie on [-1, 1] and need moving to [lo, hi].")
+        if near(got, rule / half):
+            raise hint("The nodes are in the right place but the weights are not rescaled: "
+                       "they add up to 2, the length of [-1, 1].",
+                       "Moving [-1, 1] onto [lo, hi] stretches every length by the same factor: "
+                       "the weights too.")
+        if near(got, 2 * rule):
+            raise hint("Your value is twice the integral: the weights are scaled by the whole "
+                       "stretch once too often.",
+                       "leggauss's weights add up to 2; on [lo, hi] they should add up to "
+                       "hi - lo.")
+        if near(got, fixed_quad(g, 2 * lo - hi, hi, n=n)[0]):
+            raise hint(f"Your nodes cover [{2 * lo - hi:g}, {hi:g}] instead of [{lo:g}, {hi:g}]: "
+                       "leggauss's nodes lie on [-1, 1], not [0, 1].")
+        if n > 1 and near(got, fixed_quad(g, lo, hi, n=n - 1)[0]):
+            raise hint(f"Your rule uses {n - 1} nodes where n = {n}: leggauss(n) gives n.")
+        raise hint(f"Not exact for a polynomial of degree {2 * n - 1} on [{lo}, {hi}] with "
+                   f"n = {n}: your value is {got:.6g}, off by {got - exact:.2g}.",
+                   "Check the nodes (on [lo, hi]?) and the weights (do they add up to "
+                   "hi - lo?) on g = 1, whose integral is hi - lo.")
+    if near(value(lambda x: x**6, 0.0, 1.0, 3), 1 / 7):
+        raise hint("With n = 3 your rule integrates x^6 exactly: it uses more nodes than n "
+                   "(n nodes are exact up to degree 2n - 1 = 5 only).")
+    off = abs(value(lambda x: math.e**x, 0.0, 1.0, 4) - (math.e - 1))
+    if off > 1e-5 * (math.e - 1):
+        raise hint("Exact for polynomials, but not for e^x on [0, 1] with 4 nodes (the rule "
+                   f"should be within 1e-5 of e - 1; yours is {off:.1e} away).")
+    return _ok("exact for degree 2n - 1 on any interval, not for degree 2n, and within "
+               f"{max(off, 1e-16):.0e} of e - 1 with 4 nodes.")
+
+
+def _stiff_problem(dt):
+    """Notebook 08's stiff problem (eigenvalues -1 and -100, four intervals of [0, 1]) with
+    a weight w per observation, and its exact dL/dA (autograd through the matrix exponential)."""
+    from .problems import linear_solution
+
+    A = torch.tensor([[-1.0, 0.0], [1.0, -100.0]], dtype=F64)
+    z0 = torch.tensor([[1.0, 1.0]], dtype=F64)
+    t = torch.linspace(0.0, 1.0, 5, dtype=F64)
+    w = torch.randn(5, 1, 2, generator=torch.Generator().manual_seed(11), dtype=F64)
+    with torch.enable_grad():
+        A_leaf = A.clone().requires_grad_(True)
+        (exact,) = torch.autograd.grad((linear_solution(A_leaf, z0, t) * w).sum(), A_leaf)
+    return {"A": A.to(dt), "z0": z0.to(dt), "t": t.to(dt), "w": w.to(dt), "exact": exact}
+
+
+@_check
+def check_radau_stiff(fn) -> bool:
+    """Check ``fn(p, restore_z)``: dL/dA of notebook 08's stiff problem ``p`` (a dict with A,
+    z0, t, w as in section 1; L = sum over the observations of w * z) from the unguarded
+    backsolve adjoint with scipy's Radau, with and without restoring z.
+
+    Verifies that scipy's Radau does the solves, the shape (2, 2), and the two errors against
+    the exact gradient: without restore_z the rebuilt z runs away (error above 1e3), with it the
+    error is at least 1000 times smaller. The one slow check (two Radau solves, seconds each).
+    float32 or float64.
+    """
+    from scipy.integrate import Radau
+
+    from .diagnostics import relative_error
+
+    hint = _Hint("check_radau_stiff")
+    _expect_function(fn, "check_radau_stiff", "fn(p, restore_z)")
+    guard = ("Read the error: the package compared the rebuilt z with the stored one. To see "
+             "the gradient it refuses to hand out, tell odeint_adjoint what to do when they "
+             "part (its on_divergence argument).")
+
+    def gradient(p, restore_z):
+        call = f"fn(p, restore_z={restore_z})"
+        with _watch_calls({Radau.__init__: "Radau"}) as used:
+            out = _call(hint, fn, (p, restore_z), call, guard, more_if="diverged")
+        if isinstance(out, tuple | list) and len(out) == 1:
+            raise hint(f"{call} returned {_describe(out)}: return the gradient itself "
+                       "(torch.autograd.grad returns a tuple).")
+        out = _tensor(hint, out, call)
+        _shape(hint, out, (2, 2), "dL/dA", "One entry per entry of A.")
+        if not used:
+            raise hint(f"{call} did not run scipy's Radau: the exercise asks for the implicit "
+                       "solver, both ways.")
+        return relative_error(out.detach().double(), p["exact"])
+
+    def trial(dt):
+        p = _stiff_problem(dt)
+        kept = gradient(p, True)
+        lost = gradient(p, False)
+        if not math.isfinite(lost) or lost < 1e3:
+            raise hint(f"Without restore_z your gradient's error is {lost:.1e}; the rebuilt z of "
+                       "an unguarded backsolve runs away on this problem. Does restore_z reach "
+                       "odeint_adjoint?")
+        if not kept < 1e-3 * lost:
+            raise hint(f"With restore_z your gradient's error is {kept:.1e}, without it "
+                       f"{lost:.1e}: restoring z at each observation time should help by orders "
+                       "of magnitude. Does restore_z reach odeint_adjoint?")
+        return _ok(f"error {kept:.1e} with restore_z, {lost:.1e} without: the implicit solver "
+                   "takes the stiff forward solve in stride, but solved backwards the fast mode "
+                   "grows like e^(100 t) whatever the solver: restoring z at each observation "
+                   "time only limits the damage, and keeping the forward solution avoids it.")
+
+    return _in_either_precision(hint, trial)
+
+
+# --- notebook 09 -------------------------------------------------------------------------------
+
+
+def check_steer_range(ends) -> bool:
+    """Check ``ends``: the 2,000 end times drawn with sample_end_time(0.0, 1.0, 0.25, generator)
+    (a NumPy array, a tensor or a list of numbers).
+
+    Verifies at least 1,000 draws, all in [0.75, 1.25], both ends approached within 0.01, a
+    mean within 0.02 of 1, and a spread like that of uniform draws; names the b a wrong range
+    corresponds to. float32 or float64.
+    """
+    hint = _Hint("check_steer_range")
+    name = "check_steer_range"
+    if ends is None:
+        raise TypeError(f"{name} expects your end times (a NumPy array, a tensor or a list), "
+                        "but got None (did the cell that draws them run, and does a function "
+                        "that makes them end with a `return`).") from None
+    try:
+        if torch.is_tensor(ends):
+            values = ends.detach().double().reshape(-1)
+        elif isinstance(ends, str | bytes | dict) or isinstance(ends, bool | int | float):
+            raise TypeError
+        else:
+            import numpy as np
+
+            values = torch.as_tensor(np.asarray(ends, dtype=np.float64)).reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} expects your end times (a NumPy array, a tensor or a list "
+                        f"of numbers), but got {_describe(ends)}.") from None
+    n = values.numel()
+    if n < 1000:
+        raise hint(f"You passed {n} end times: draw 2,000, one call of sample_end_time each "
+                   "(with fewer, the ends of the range are rarely approached within 0.01).")
+    lo, hi, mean = values.min().item(), values.max().item(), values.mean().item()
+    if hi - lo < 1e-9:
+        raise hint(f"All {n} end times are {lo:.4g}: draw each one anew from the generator.",
+                   "Call sample_end_time once per draw, with the same generator every time.")
+    if lo < 0.75 - 1e-6 or hi > 1.25 + 1e-6:
+        width = max(1.0 - lo, hi - 1.0)
+        guess = f" (as b = {width:.2g} would)" if abs(mean - 1.0) < 0.05 else ""
+        raise hint(f"Your end times run from {lo:.3f} to {hi:.3f}{guess}: with b = 0.25 they "
+                   "should stay in [0.75, 1.25].",
+                   "Check the b you pass, and that t0 = 0.0 and t1 = 1.0 come first.")
+    if lo > 0.76 or hi < 1.24:
+        raise hint(f"Your end times run from {lo:.3f} to {hi:.3f}: uniform draws over "
+                   "[0.75, 1.25] come within 0.01 of both ends.",
+                   "Are they uniform draws, all of them from sample_end_time?")
+    if abs(mean - 1.0) > 0.02:
+        raise hint(f"The mean of your end times is {mean:.3f}: draws centred on t1 = 1 average "
+                   "to within 0.02 of 1.")
+    std = values.std().item()
+    if not 0.8 < std / (0.5 / math.sqrt(12)) < 1.2:
+        raise hint(f"Your end times spread with a standard deviation of {std:.3f}; uniform "
+                   f"draws over [0.75, 1.25] have {0.5 / math.sqrt(12):.3f}.")
+    return _ok(f"{n} end times in [{lo:.3f}, {hi:.3f}], mean {mean:.3f}: uniform around t1 = 1, "
+               "within b = 0.25 of it.")

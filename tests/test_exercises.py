@@ -23,7 +23,7 @@ SOLUTIONS_DIR = Path(__file__).resolve().parents[1] / "notebooks" / "solutions"
 SOLUTIONS = sorted(p for p in SOLUTIONS_DIR.glob("*.py") if "check_" in p.read_text())
 # Worked answers to the open-ended ★★★ questions: a write-up, with code where it helps.
 ANSWERS = sorted(p for p in SOLUTIONS_DIR.glob("*.py")
-                 if "★★★ (worked answer)" in p.read_text().split("\n", 1)[0])
+                 if "★★★ (worked " in p.read_text().split("\n", 1)[0])
 # Solutions that check themselves with their own asserts (no check_ function in exercises).
 SELF_CHECKED = sorted(p for p in SOLUTIONS_DIR.glob("*.py")
                       if p not in SOLUTIONS and p not in ANSWERS)
@@ -179,6 +179,42 @@ def _uniform(z, g):
     return torch.rand(z.shape, generator=g, dtype=z.dtype)
 
 
+def _gauss_legendre_float32(g, lo, hi, n):
+    import numpy as np
+
+    nodes, weights = (a.astype(np.float32) for a in np.polynomial.legendre.leggauss(n))
+    mid, half = np.float32(0.5 * (lo + hi)), np.float32(0.5 * (hi - lo))
+    return half * sum(w * g(mid + half * x) for x, w in zip(nodes, weights))
+
+
+def _gauss_legendre_unmapped(g, lo, hi, n):
+    import numpy as np
+
+    nodes, weights = np.polynomial.legendre.leggauss(n)
+    return sum(w * g(x) for x, w in zip(nodes, weights))
+
+
+def _gauss_legendre_extra_node(g, lo, hi, n):
+    return _gauss_legendre_float32(g, lo, hi, n + 1)
+
+
+def _steer_ends(b, n=2000, dtype=torch.float64):
+    from neuralode_helpers import sample_end_time
+
+    generator = torch.Generator().manual_seed(0)
+    return torch.tensor([sample_end_time(0.0, 1.0, b, generator) for _ in range(n)],
+                        dtype=dtype)
+
+
+def _radau_float32(p, restore_z):
+    worked = solution("08_radau_stiff.py", "radau_backsolve")
+    return worked({k: v.float() if k != "exact" else v for k, v in p.items()}, restore_z)
+
+
+def _radau_with_dopri5(p, restore_z):
+    return solution("08_radau_stiff.py", "radau_backsolve")(p, restore_z, "dopri5")
+
+
 def _resnet(blocks, h, scale=True):
     for f in blocks:
         h = h + f(h) / (len(blocks) if scale else 1)
@@ -271,7 +307,26 @@ TABLE = {
         [(lambda field, x, p: x, "returned x"),
          (lambda field, x, p: _flow(field, _pad(x, p, 1.0))[-1][:, :x.shape[-1]], "ones")],
         ["torch.cat([x", "[:, :d]", "[-1]"]),
+    "check_gauss_legendre": (
+        ("08_gauss_legendre.py", "gauss_legendre"), _gauss_legendre_float32,
+        [(_gauss_legendre_unmapped, "integral over \\[-1, 1\\]"),
+         (_gauss_legendre_extra_node, "more nodes than n")],
+        ["half * sum(", "mid + half * x", "0.5 * (hi - lo)"]),
+    "check_steer_range": (
+        ("09_steer_range.py", "ends"), _steer_ends(0.25, dtype=torch.float32),
+        [(_steer_ends(0.5), "b = 0.5"), (_steer_ends(0.25, n=20), "draw 2,000")],
+        []),
+    "check_radau_stiff": (
+        ("08_radau_stiff.py", "radau_backsolve"), _radau_float32,
+        [(lambda p, restore_z: None, "`return` missing"),
+         ("_radau_with_dopri5", "did not run scipy's Radau")],
+        ["on_divergence=\"ignore\"", "method=\"scipy:Radau\""]),
 }
+# Checks that take the reader's data (not a function): an array-like of the wrong content is
+# a wrong answer (AssertionError), not garbage.
+DATA_CHECKS = {"check_steer_range"}
+# Solutions whose file, run as a script, also compares several slow solves: run the check only.
+SLOW_SCRIPTS = {"08_radau_stiff.py": ("check_radau_stiff", "radau_backsolve")}
 
 # Garbage: what a reader hands in by mistake, for every check.
 GARBAGE = [None, "my answer", torch.ones(3), 1.5, (torch.ones(2), torch.ones(2)), object()]
@@ -297,7 +352,11 @@ def test_every_check_has_a_row_and_a_solution():
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
 def test_solution_passes_its_check(path, capsys):
     # Each solution ends with its own check call, which raises AssertionError if it is wrong.
-    runpy.run_path(str(path), run_name="__main__")
+    if path.name in SLOW_SCRIPTS:
+        name, fn_name = SLOW_SCRIPTS[path.name]
+        assert getattr(ex, name)(solution(path.name, fn_name)) is True
+    else:
+        runpy.run_path(str(path), run_name="__main__")
     assert "Well done" in capsys.readouterr().out
 
 
@@ -314,7 +373,7 @@ def test_star3_answer_runs_and_is_loaded_by_its_notebook(path):
     # "# Exercise 1.3 ★★★ (worked answer)": the notebook's number without its leading zero, then
     # the exercise's (the older "# Exercise 01 ★★★" is still accepted).
     number = f"({path.name[:2]}|{int(path.name[:2])}\\.\\d+)"
-    assert re.match(rf"# Exercise {number} ★★★ \(worked answer\)", path.read_text())
+    assert re.match(rf"# Exercise {number} ★★★ \(worked (answer|code)\)", path.read_text())
     runpy.run_path(str(path), run_name="__main__")  # runs without the notebook's variables
     notebook = next(nb for nb in NOTEBOOKS if nb.name.startswith(path.name[:2]))
     assert f"%load solutions/{path.name}" in notebook.read_text()
@@ -337,6 +396,10 @@ def _one_sentence(message):
 @pytest.mark.parametrize("name", CHECKS)
 @pytest.mark.parametrize("garbage", GARBAGE, ids=lambda g: type(g).__name__)
 def test_garbage_gets_one_sentence(name, garbage):
+    if name in DATA_CHECKS and (torch.is_tensor(garbage) or isinstance(garbage, tuple)):
+        with pytest.raises(AssertionError):  # numbers, just the wrong ones
+            getattr(ex, name)(garbage)
+        return
     with pytest.raises(TypeError) as info:
         getattr(ex, name)(garbage)
     message = str(info.value)
@@ -697,3 +760,74 @@ def test_augmented_flow_hints():
     rejects(check, lambda field, x, p: _flow(field, pad(x, p, front=True))[-1][:, :d],
             "zeros went in front")
     rejects(check, lambda field, x, p: x, "returned x")
+
+
+# --- notebooks 08 and 09 ---
+
+
+def test_gauss_legendre_hints():
+    import numpy as np
+
+    check = ex.check_gauss_legendre
+
+    def unscaled(g, lo, hi, n):
+        nodes, weights = np.polynomial.legendre.leggauss(n)
+        return sum(w * g((lo + hi) / 2 + (hi - lo) / 2 * x) for x, w in zip(nodes, weights))
+
+    def as_array(g, lo, hi, n):
+        nodes, weights = np.polynomial.legendre.leggauss(n)
+        return (hi - lo) / 2 * weights * g((lo + hi) / 2 + (hi - lo) / 2 * nodes)
+
+    def no_return(g, lo, hi, n):
+        np.polynomial.legendre.leggauss(n)
+
+    rejects(check, _gauss_legendre_unmapped, "integral over \\[-1, 1\\]")
+    rejects(check, unscaled, "weights are not rescaled")
+    rejects(check, lambda g, lo, hi, n: 2 * _gauss_legendre_float32(g, lo, hi, n), "twice")
+    rejects(check, lambda g, lo, hi, n: _gauss_legendre_float32(g, lo, hi, n - 1), "nodes where")
+    rejects(check, _gauss_legendre_extra_node, "more nodes than n")
+    rejects(check, as_array, "one number, got a NumPy array of shape \\(3,\\)")
+    rejects(check, no_return, "`return` missing")
+
+
+def test_steer_range_hints():
+    check = ex.check_steer_range
+    rejects(check, _steer_ends(0.5), "b = 0.5")
+    rejects(check, _steer_ends(0.25, n=20), "draw 2,000")
+    rejects(check, torch.full((2000,), 1.0), "anew")
+    rejects(check, 0.75 + 0.5 * torch.rand(2000, generator=torch.Generator().manual_seed(0))
+            ** 3, "mean")
+    assert check(_steer_ends(0.25).tolist()) is True  # a list of floats is fine too
+    with pytest.raises(TypeError, match="got None"):
+        check(None)
+
+
+def test_radau_stiff_names_the_guard():
+    # the default on_divergence: the package refuses the backsolve's gradient; one Radau solve
+    def guarded(p, restore_z):
+        from neuralode_helpers import LinearODE, odeint_adjoint
+
+        model = LinearODE(p["A"])
+        z = odeint_adjoint(model, p["z0"], p["t"], method="scipy:Radau", restore_z=restore_z,
+                           rtol=1e-6, atol=1e-8)
+        return torch.autograd.grad((z * p["w"]).sum(), [model.A])[0]
+
+    for _ in range(2):  # the second time, the fuller hint
+        with pytest.raises(AssertionError, match="raised SolverError") as info:
+            ex.check_radau_stiff(guarded)
+    assert "on_divergence argument" in str(info.value)
+
+
+def test_kl_to_prior_with_a_prior_variance_cannot_be_copied_from_the_elbo():
+    # 05 §3's elbo_by_hand holds the standard prior's KL; with a prior_logvar argument the
+    # check also tries other priors, where that line is wrong.
+    def copied(mu, logvar, prior_logvar=0.0):
+        return 0.5 * (mu**2 + logvar.exp() - logvar - 1).sum(dim=1)
+
+    def log_std(mu, logvar, prior_logvar=0.0):
+        v_p = torch.exp(2 * torch.as_tensor(prior_logvar, dtype=mu.dtype))
+        return 0.5 * ((mu**2 + logvar.exp()) / v_p - 1 - logvar + v_p.log()).sum(-1)
+
+    rejects(ex.check_kl_to_prior, copied, "the one to N\\(0, I\\)")
+    rejects(ex.check_kl_to_prior, log_std, "standard deviation")
+    assert ex.check_kl_to_prior(lambda mu, lv: copied(mu, lv))  # the two-argument exercise
