@@ -1,4 +1,4 @@
-# Exercise 00 ★★: one midpoint step for dz/dt = f(t, z), a second-order "residual block".
+# Exercise 0.2 ★★: one midpoint step for dz/dt = f(t, z), a second-order "residual block".
 from neuralode_helpers.exercises import check_midpoint_step
 
 

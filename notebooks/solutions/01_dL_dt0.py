@@ -1,4 +1,4 @@
-# Exercise 01 ★: dL/dt0 for dz/dt = lam z with L = z(t1).
+# Exercise 1.1 ★: dL/dt0 for dz/dt = lam z with L = z(t1).
 import math
 
 from neuralode_helpers.exercises import check_dL_dt0

@@ -1,7 +1,8 @@
-# Exercise 01 ★★★ (worked answer): a loss term at t0 too.
+# Exercise 1.3 ★★★ (worked answer): a loss term at t0 too.
 #
-# Prediction from the jump rule. A loss term at an observation time t_i adds dL/dz(t_i) to the
-# adjoint a when the backward solve reaches t_i. At t0 the backward solve ends: nothing is
+# Prediction from the jump rule. A loss term at an observation time t_i adds its direct partial
+# ell_i = (dL/dz_i)^T (partial: the loss's own formula, the other z_j held fixed) to the adjoint a
+# when the backward solve reaches t_i. At t0 the backward solve ends: nothing is
 # integrated after that last jump. So a loss term w0/2 |z(t0) - y0|^2 changes
 #
 # - dL/dz0 by exactly w0 (z0 - y0): the last jump, added to a(t0);

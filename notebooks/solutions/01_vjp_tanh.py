@@ -1,4 +1,4 @@
-# Exercise 01 ★★: vector-Jacobian products of f(z) = tanh(W z) by hand.
+# Exercise 1.2 ★★: vector-Jacobian products of f(z) = tanh(W z) by hand.
 import torch
 
 from neuralode_helpers.exercises import check_vjp_tanh
