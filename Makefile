@@ -107,9 +107,9 @@ NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --nbval-saniti
 
 # The course's tensors are tiny: one thread per process is fastest, and avoids several
 # processes (pytest, a kernel, JupyterLab) fighting over the cores during the tests.
-test lint unit notebooks run bench book student fuzz test-oldest: export OMP_NUM_THREADS := 1
+test lint unit notebooks run bench book student grade fuzz test-oldest: export OMP_NUM_THREADS := 1
 
-.PHONY: install install-student venv lab test unit notebooks lint run bench book student fuzz \
+.PHONY: install install-student venv lab test unit notebooks lint run bench book student grade fuzz \
 	clean wheelhouse torch-choice test-oldest FORCE
 
 # Before anything is created: a Python that is new enough, and no half-built venv.
@@ -290,6 +290,14 @@ book: $(STUDENT)
 # solutions, the teaching notes or the tests. The repository itself is the teacher's edition.
 student: $(STUDENT)
 	$(BIN)/python -m neuralode_helpers.edition _build/student
+
+# Grade a folder of submitted notebooks with the exercises' checks: each runs in a fresh kernel
+# (15 minutes per notebook, 5 per cell); the table and one feedback file per student go to
+# GRADES (default _build/grades). `make grade SUBMISSIONS=folder`.
+GRADES ?= _build/grades
+grade: $(STUDENT)
+	@test -n "$(SUBMISSIONS)" || { echo "make grade SUBMISSIONS=folder (of .ipynb files)" >&2; exit 2; }
+	$(BIN)/python -m neuralode_helpers.grading "$(SUBMISSIONS)" --out "$(GRADES)"
 
 clean:
 	rm -rf $(VENV) $(OLDEST) .pytest_cache .ruff_cache .hypothesis
