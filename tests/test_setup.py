@@ -322,32 +322,46 @@ def test_readme_documents_windows_conda_and_troubleshooting():
         assert text in readme, text
 
 
-def test_a_notebook_copied_out_of_the_repository_runs(tmp_path):
-    # Colab, or a student's own folder: the notebook alone, and the package installed from its
-    # wheel (not editable, so a module missing from the wheel fails here). Notebook 01 imports
-    # only the package (08, which reads ../benchmarks, is the known exception).
-    source = ROOT / "notebooks" / "01-deriving-the-adjoint.ipynb"
-    text = source.read_text()
-    assert "../" not in text and "sys.path" not in text
+@pytest.fixture(scope="module")
+def wheel_site(tmp_path_factory):
+    """The package installed from its wheel into a folder of its own (not editable, so a
+    module or data file missing from the wheel fails here)."""
+    tmp = tmp_path_factory.mktemp("wheel")
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                            "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(ROOT)],
+                            "--no-build-isolation", "-q", "-w", str(tmp / "dist"), str(ROOT)],
                            capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr[-3000:]
-    site = tmp_path / "site"
-    wheel = next((tmp_path / "dist").glob("neuralode_helpers-*.whl"))
+    site = tmp / "site"
+    wheel = next((tmp / "dist").glob("neuralode_helpers-*.whl"))
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q",
                               "--target", str(site), str(wheel)],
                              capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr[-3000:]
+    return site
+
+
+@pytest.mark.parametrize("name", ["01-deriving-the-adjoint.ipynb",
+                                  "08-every-way-to-differentiate-a-solve.ipynb"])
+def test_a_notebook_copied_out_of_the_repository_runs(tmp_path, wheel_site, name):
+    # Colab, or a student's own folder: the notebook alone, and the package installed from its
+    # wheel. Notebook 01 imports only the package; notebook 08 also reads the committed
+    # gradient-method sweep, which ships as package data (neuralode_helpers/data/).
+    source = ROOT / "notebooks" / name
+    text = source.read_text()
+    assert "../" not in text and "sys.path" not in text
     copy = tmp_path / "elsewhere" / source.name
     copy.parent.mkdir()
     copy.write_text(text)
     # The wheel's copy comes first on the path (the editable install's finder comes last).
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(site)}
-    where = subprocess.run([sys.executable, "-c", "import neuralode_helpers.solvers as s; "
-                            "print(s.__file__)"], cwd=copy.parent, env=env,
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(wheel_site)}
+    where = subprocess.run([sys.executable, "-c", "import neuralode_helpers.solvers as s, "
+                            "neuralode_helpers.sweep as w; print(s.__file__); "
+                            "print(len(w.committed_rows()))"], cwd=copy.parent, env=env,
                            capture_output=True, text=True, timeout=120)
-    assert where.stdout.strip().startswith(str(site)), where.stdout + where.stderr
+    assert where.returncode == 0, where.stderr[-3000:]
+    module, n_rows = where.stdout.split()
+    assert module.startswith(str(wheel_site)), where.stdout + where.stderr
+    assert int(n_rows) == 13 * 6  # the committed sweep, read from the wheel's data
     jupyter = Path(sys.executable).with_name("jupyter")
     result = subprocess.run(
         [str(jupyter), "nbconvert", "--to", "notebook", "--execute", "--inplace",
