@@ -1,4 +1,4 @@
-# Exercise 08 ★★ (worked solution): an implicit solver for the stiff problem.
+# Exercise 8.2 ★★ (worked solution): an implicit solver for the stiff problem.
 #
 # Run in notebook 08 (it uses `problems`, `TOL` and `CountedLinear` from sections 1-3); on its
 # own it rebuilds the stiff problem and the tolerances.
