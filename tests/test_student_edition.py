@@ -7,6 +7,7 @@ on a one-notebook book. ``NEURALODE_STUDENT_EDITION=_build/student`` makes the s
 a full build (``make student``), book included.
 """
 
+import functools
 import html
 import json
 import os
@@ -46,12 +47,13 @@ def text_of(path):
     return text
 
 
+@functools.cache
 def distinctive_lines():
     """{line: solution file} for every line of a worked solution that gives something away: at
-    least 20 characters once stripped, not an import, and found neither in the teacher's
-    notebooks nor in the package's modules other than the checks (set-up code that a solution
-    repeats, an idiom the package itself uses, is no answer). The checks, exercises*.py, must
-    not hold a worked answer's lines either."""
+    least 20 characters once stripped, not an import or a check's call, and found neither in
+    the teacher's notebooks nor in the package's modules other than the checks (set-up code
+    that a solution repeats, an idiom the package itself uses, is no answer). The checks,
+    exercises*.py, must not hold a worked answer's lines either."""
     notebooks = "\n".join(_notebook_text(p) for p in NOTEBOOKS)
     notebooks += "\n".join(p.read_text(encoding="utf-8")
                            for p in (ROOT / "neuralode_helpers").rglob("*.py")
@@ -62,6 +64,8 @@ def distinctive_lines():
         for line in path.read_text(encoding="utf-8").splitlines():
             line = line.strip()
             if len(line) < 20 or line.startswith(("import ", "from ")) or line in notebooks:
+                continue
+            if re.match(r"check_\w+\(\w+\)$", line):  # the call of a check is no answer
                 continue
             lines.setdefault(line, path.name)
     return lines
