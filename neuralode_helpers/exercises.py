@@ -371,11 +371,11 @@ def check_midpoint_step(fn) -> bool:
     def f(t, z):  # depends on both t and z, so every wrong variant gives a different value
         return torch.cos(2 * t) * z + torch.sin(t) - 0.3 * z**2
 
-    def rk(t, z, h, a, b, c):
-        """One explicit Runge-Kutta step of f from its Butcher tableau (a, b, c)."""
+    def rk(t, z, h, a, b, c, field=f):
+        """One explicit Runge-Kutta step of ``field`` from its Butcher tableau (a, b, c)."""
         ks = []
         for i, ci in enumerate(c):
-            ks.append(f(t + ci * h, z + h * sum(aij * k for aij, k in zip(a[i], ks))))
+            ks.append(field(t + ci * h, z + h * sum(aij * k for aij, k in zip(a[i], ks))))
         return z + h * sum(bi * k for bi, k in zip(b, ks))
 
     tableau = ([[], [0.5]], [0.0, 1.0], [0.0, 0.5])
@@ -432,6 +432,13 @@ def check_midpoint_step(fn) -> bool:
                        "the midpoint rule.",
                        "The midpoint rule uses one slope only, taken at the middle of the "
                        "step.")
+        try:  # the reader's step calls f(z, t): state first
+            swapped = rk(t, z, h, *tableau, field=lambda t_, z_: f(z_, t_))
+        except RuntimeError:
+            swapped = None
+        if swapped is not None and _close(out, swapped):
+            raise hint("Your step calls f with the state first: fields in this series are "
+                       "called f(t, z), time first.")
         raise hint("Wrong new state: it matches none of the usual slips (Euler's step, a slope "
                    "instead of a state, the wrong time or the wrong predictor).",
                    "Check each of your two slopes: at which time and which state is it taken, "

@@ -121,3 +121,11 @@ def test_the_toy_field_is_named_not_numbered():
     with pytest.raises(AssertionError) as info:
         ex.check_same_family_field(lambda t, z: torch.sin(t) * z)
     assert "toy problem's field" in str(info.value) and "section 4" not in str(info.value)
+
+
+def test_a_step_that_calls_the_field_state_first_is_told_time_first():
+    def swapped(f, t, z, h):
+        return z + h * f(z + h / 2 * f(z, t), t + h / 2)
+
+    with pytest.raises(AssertionError, match="time first"):
+        ex.check_midpoint_step(swapped)
