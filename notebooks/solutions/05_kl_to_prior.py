@@ -1,4 +1,4 @@
-# Exercise 05 ★★: the KL term of the ELBO, KL(q(z0 | x) || N(0, I)), and to a wider or narrower
+# Exercise 5.2 ★★: the KL term of the ELBO, KL(q(z0 | x) || N(0, I)), and to a wider or narrower
 # prior N(0, e^prior_logvar I) (prior_logvar = 0: the standard prior of section 3).
 import torch
 

@@ -1,4 +1,4 @@
-# Exercise 08 ★ (worked solution): Gauss–Legendre quadrature on [lo, hi].
+# Exercise 8.1 ★ (worked solution): Gauss–Legendre quadrature on [lo, hi].
 #
 # leggauss(n) gives n nodes x_k and weights w_k on [-1, 1]; the affine map
 # t = (lo + hi)/2 + (hi - lo)/2 * x moves them to [lo, hi], and dt = (hi - lo)/2 dx scales the

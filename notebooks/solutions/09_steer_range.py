@@ -1,4 +1,4 @@
-# Exercise 09 ★ (worked solution): STEER's end times for b = 0.25.
+# Exercise 9.1 ★ (worked solution): STEER's end times for b = 0.25.
 import numpy as np
 import torch
 
