@@ -1,7 +1,7 @@
 # Exercise 8.2 ★★ (worked solution): an implicit solver for the stiff problem.
 #
-# Run in notebook 08 (it uses `problems`, `TOL` and `CountedLinear` from sections 1-3); on its
-# own it rebuilds the stiff problem and the tolerances.
+# Run in notebook 08 (it uses `problems` and `TOL` from sections 1-3); on its own it rebuilds
+# the stiff problem and the tolerances.
 import torch
 
 from neuralode_helpers import LinearODE, Stats, linear_solution, odeint_adjoint, relative_error
