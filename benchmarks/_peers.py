@@ -140,9 +140,16 @@ def diffrax_methods(field, z0, t, target, rtol, atol):
         jax.block_until_ready(fn(params, y0))
         return calls[0]
 
+    # Our adjoint rows use a seminorm by default; diffrax's is opt-in: its own recipe, with the
+    # forward's controller settings repeated (the backward controller replaces the forward's).
+    seminorm_controller = diffrax.PIDController(
+        rtol=rtol, atol=atol, pcoeff=0.0, icoeff=1.0, safety=0.9, factormin=0.2,
+        factormax=10.0, norm=diffrax.adjoint_rms_seminorm)
     methods, compile_s = {}, {}
     for name, kind, adjoint in [
         ("diffrax BacksolveAdjoint (jit)", "adjoint", diffrax.BacksolveAdjoint()),
+        ("diffrax BacksolveAdjoint, adjoint_rms_seminorm (jit)", "adjoint",
+         diffrax.BacksolveAdjoint(stepsize_controller=seminorm_controller)),
         ("diffrax RecursiveCheckpointAdjoint (jit, its default)", "backprop",
          diffrax.RecursiveCheckpointAdjoint()),
     ]:

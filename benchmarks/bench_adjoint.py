@@ -148,7 +148,7 @@ def solvers(rtol, atol):
         return lambda f, z, t: odeint(f, z, t, rtol=rtol, atol=atol, **kw)
 
     out = {
-        "ours adjoint (default: backsolve, seminorm, checkpoint)": ("ours", "adjoint", adj()),
+        "ours adjoint (default: backsolve, seminorm, z restored)": ("ours", "adjoint", adj()),
         "ours adjoint, full norm": ("ours", "adjoint", adj(seminorm=False)),
         "ours adjoint, interpolated": ("ours", "adjoint", adj(adjoint="interpolated")),
         "ours adjoint, quadrature": ("ours", "adjoint", adj(adjoint="quadrature")),
@@ -483,7 +483,7 @@ def attempts(grad_rows):
                 f"{ra['ms'] / rb['ms']:.2f}x")
 
     steps = 'ours backprop, checkpoint="steps"'
-    base_adj, base_bp = "ours adjoint (default: backsolve, seminorm, checkpoint)", \
+    base_adj, base_bp = "ours adjoint (default: backsolve, seminorm, z restored)", \
         "ours backprop through dopri5"
     return [
         "## Speed attempts (issue #13)", "",
