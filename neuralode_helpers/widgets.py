@@ -47,6 +47,15 @@ from .plotting import (
 from .problems import toy_solution
 from .training import fit_curves
 
+# Whether an explorer's sliders redraw while being dragged (ipywidgets' continuous_update) or
+# only when released. Live where one update is fast enough to follow the hand: under
+# LIVE_LATENCY_S per update in the browser test (tests/test_browser.py, latency.json). Measured
+# per update: StepSizeExplorer (00) 0.37-0.38 s, AdjointExplorer (01) 0.26-0.34 s (the time
+# slider only indexes a recorded pass), FitExplorer (03) 0.54-0.56 s (it solves the trained
+# model over the whole window): on release there.
+LIVE_LATENCY_S = 0.5
+LIVE = {"StepSizeExplorer": True, "AdjointExplorer": True, "FitExplorer": False}
+
 
 def check_control_value(control, value, name=None):
     """Refuse a value that ``control`` would silently change: outside a slider's range (it
@@ -115,10 +124,10 @@ class FitExplorer:
 
         self.c_slider = widgets.FloatSlider(
             value=c, min=c_limits[0], max=c_limits[1], step=0.1, description="c",
-            continuous_update=False, readout_format=".1f")
+            continuous_update=LIVE["FitExplorer"], readout_format=".1f")
         self.t_slider = widgets.FloatRangeSlider(
             value=tuple(t_range), min=t_limits[0], max=t_limits[1], step=0.5,
-            description="t window", continuous_update=False, readout_format=".1f",
+            description="t window", continuous_update=LIVE["FitExplorer"], readout_format=".1f",
             layout=widgets.Layout(width="420px"))
         check_control_value(self.c_slider, c, "c")
         check_control_value(self.t_slider, tuple(t_range), "t_range")
@@ -332,16 +341,17 @@ class AdjointExplorer(_Explorer):
         self._canvas(left=0.09, right=0.98, top=0.96, bottom=0.06, hspace=0.1)
         self.time_slider = widgets.FloatSlider(
             value=0.0, min=0.0, max=self.t_end, step=self.t_end / 80, description="t",
-            continuous_update=False, readout_format=".2f",
+            continuous_update=LIVE["AdjointExplorer"], readout_format=".2f",
             tooltip="where the backward solve has got to (it runs from right to left)")
         self.damping_slider = widgets.FloatSlider(
             value=damping, min=0.0, max=max_damping, step=0.5, description="damping γ",
-            continuous_update=False, readout_format=".1f")
+            continuous_update=LIVE["AdjointExplorer"], readout_format=".1f")
         self.n_obs_slider = widgets.IntSlider(
-            value=n_obs, min=1, max=8, description="obs. times", continuous_update=False)
+            value=n_obs, min=1, max=8, description="obs. times",
+            continuous_update=LIVE["AdjointExplorer"])
         self.rtol_slider = widgets.FloatLogSlider(
             value=rtol, base=10, min=-8, max=-3, step=1, description="rtol",
-            continuous_update=False, readout_format=".0e")
+            continuous_update=LIVE["AdjointExplorer"], readout_format=".0e")
         for control, value, name in ((self.damping_slider, damping, "damping"),
                                      (self.n_obs_slider, n_obs, "n_obs"),
                                      (self.rtol_slider, rtol, "rtol")):
@@ -438,7 +448,7 @@ class StepSizeExplorer(_Explorer):
         self._canvas(left=0.09, right=0.98, top=0.94, bottom=0.09, hspace=0.1)
         self.rtol_slider = widgets.FloatLogSlider(
             value=rtol, base=10, min=-8, max=-1, step=0.5, description="rtol",
-            continuous_update=False, readout_format=".0e")
+            continuous_update=LIVE["StepSizeExplorer"], readout_format=".0e")
         check_control_value(self.rtol_slider, rtol)
         self.method_menu = widgets.Dropdown(options=list(STEP_METHODS), value=STEP_METHODS[0],
                                             description="method")
