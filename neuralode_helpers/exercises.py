@@ -1,7 +1,8 @@
 """Check functions for the exercises at the end of notebooks 00-09.
 
-Each ``check_*`` function takes the reader's answer (a function or a class), runs it on small
-problems whose answers are known, and either
+Each ``check_*`` function takes the reader's answer (a function or a class; for
+:func:`check_steer_range`, the numbers drawn), runs it on small problems whose answers are
+known, and either
 
 - returns ``True`` after printing a one-line "well done" message, or
 - raises ``AssertionError`` with a hint that names what is wrong (a sign, a missing factor, a
@@ -18,8 +19,9 @@ copied: each compares with numbers, autograd, an exact solution or a different f
 Answers may work in float32 or float64: each check runs the answer on float64 inputs and, if
 the answer cannot take them (it makes its own float32 tensors), again on float32 inputs, and
 compares at float32 precision. The hints recognise common mistakes by comparing the answer
-with those wrong variants. Every check runs in well under a second. Worked solutions live in
-``notebooks/solutions/``.
+with those wrong variants. Every check but :func:`check_radau_stiff` runs in about a second or
+less; that one runs two of scipy's Radau solves (seconds to a minute). Worked solutions live
+in ``notebooks/solutions/`` (not in the student edition, ``make student``).
 
 Import them as ``from neuralode_helpers.exercises import check_midpoint_step``; they are not
 part of the package's top-level API.
