@@ -32,10 +32,10 @@ def two_centres(t, z):
     # A decaying vortex around each centre; each vortex's pull fades with distance, so near a
     # centre its own vortex dominates.
     out = torch.zeros_like(z)
-    for c, s in zip(centres, senses):
+    for c, sense in zip(centres, senses):
         d = z - c
         weight = torch.exp(-(d**2).sum(-1, keepdim=True))
-        rotate = s * torch.stack([-d[..., 1], d[..., 0]], -1)
+        rotate = sense * torch.stack([-d[..., 1], d[..., 0]], -1)
         out = out + weight * (rotate - 0.1 * d)
     return out
 
