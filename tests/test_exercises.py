@@ -830,4 +830,6 @@ def test_kl_to_prior_with_a_prior_variance_cannot_be_copied_from_the_elbo():
 
     rejects(ex.check_kl_to_prior, copied, "the one to N\\(0, I\\)")
     rejects(ex.check_kl_to_prior, log_std, "standard deviation")
-    assert ex.check_kl_to_prior(lambda mu, lv: copied(mu, lv))  # the two-argument exercise
+    # Two arguments: right as far as it goes, then told to take the prior's log-variance.
+    rejects(ex.check_kl_to_prior, lambda mu, lv: copied(mu, lv), "asks for kl_to_prior\\(mu, "
+            "logvar, prior_logvar\\)")
