@@ -102,7 +102,7 @@ OLDEST_REQS := $(call reqs_of,test,$(call reqs_of,dependencies,$(OLDEST_REQ)))
 OLDEST_NOTEBOOKS := $(filter notebooks/00-% notebooks/01-% notebooks/02-% notebooks/03-%,$(sort $(wildcard notebooks/[0-9][0-9]-*.ipynb)))
 
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]-*.ipynb))
-# nbval: compare only outputs marked with "# NBVAL_CHECK_OUTPUT"; run on this venv's kernel.
+# nbval: compare only the outputs of cells tagged "nbval-check-output"; run on this venv's kernel.
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 # The course's tensors are tiny: one thread per process is fastest, and avoids several
