@@ -97,7 +97,8 @@ stale = $(if $(filter-out $(shell cat $(1) 2>/dev/null),$(2))$(filter-out $(2),$
 OLDEST := .venv-oldest
 OLDEST_STAMP := $(OLDEST)/.installed
 OLDEST_REQ := torch==$(TORCH_OLDEST) numpy==$(NUMPY_OLDEST)
-OLDEST_SKIP := test_browser.py test_setup.py test_packaging.py test_book.py test_lesson_plan.py
+OLDEST_SKIP := test_browser.py test_setup.py test_packaging.py test_book.py test_lesson_plan.py \
+	test_grading.py test_rubrics.py test_student_edition.py
 OLDEST_REQS := $(call reqs_of,test,$(call reqs_of,dependencies,$(OLDEST_REQ)))
 OLDEST_NOTEBOOKS := $(filter notebooks/00-% notebooks/01-% notebooks/02-% notebooks/03-%,$(sort $(wildcard notebooks/[0-9][0-9]-*.ipynb)))
 
@@ -236,8 +237,10 @@ unit: install
 # The oldest supported torch (TORCH_OLDEST, numpy 1) in .venv-oldest: the unit tests and
 # notebooks 00-03 under nbval. CI runs it after `make test`. Left out, because they test no
 # torch code: the browser test (JupyterLab), test_setup/test_packaging (the Makefile and the
-# packaging), test_book (HTML export); and test_lesson_plan, which re-runs lesson segments of
-# notebooks 00-09 (00-03 run here under nbval; 04-09 are beyond this check). On Linux, PyPI's torch $(TORCH_OLDEST) needs its CUDA libraries
+# packaging), test_book (HTML export); test_lesson_plan, which re-runs lesson segments of
+# notebooks 00-09 (00-03 run here under nbval; 04-09 are beyond this check); and the
+# teacher's tools (test_grading, test_rubrics, test_student_edition: notebooks run in
+# kernels and worked solutions re-run, whose torch code the unit tests already cover). On Linux, PyPI's torch $(TORCH_OLDEST) needs its CUDA libraries
 # to import at all (about 2.6 GB to download); the CPU-only index avoids them.
 $(OLDEST_STAMP): $(call stale,$(OLDEST_STAMP),$(OLDEST_REQS))
 	$(call ENSURE_VENV,$(OLDEST))
