@@ -47,6 +47,7 @@ from neuralode_helpers import (  # noqa: E402
     irregular_indices,
     spiral_family,
 )
+from neuralode_helpers.reports import publish  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 N_SERIES, N_TRAIN, N_GRID, NOISE = 300, 200, 40, 0.1
@@ -216,9 +217,10 @@ def main():
     out = (HERE / "results" / "sweep_05_latent_quick.md") if args.quick else \
         (HERE / "sweep_05_latent.md")
     out.parent.mkdir(exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    written = publish(text, out)  # and the package's copy, which notebook 05 reads
     print(text)
-    print(f"wrote {out} ({cpu:.0f} s CPU, {time.perf_counter() - wall:.0f} s wall)")
+    print(f"wrote {', '.join(map(str, written))} ({cpu:.0f} s CPU, "
+          f"{time.perf_counter() - wall:.0f} s wall)")
 
 
 if __name__ == "__main__":

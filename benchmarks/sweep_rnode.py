@@ -54,6 +54,7 @@ from neuralode_helpers import (  # noqa: E402
     train_cnf,
     two_moons,
 )
+from neuralode_helpers.reports import publish  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SEEDS = (0, 1, 2)
@@ -191,9 +192,10 @@ def main(argv=None):
                 print(f"{problem} λ={lam:g} seed {seed}: cost {r['cost']:.1f}, eval NFE "
                       f"{r['eval_nfe']}, val {r['val']:.3f}, test {r['test']:.3f}, "
                       f"{r['cpu']:.1f} s CPU", flush=True)
-                out.write_text(report(rows, problems, steps, seeds,
-                                      time.perf_counter() - start, args.quick))
-    print(f"wrote {out}")
+                # and the package's copy, which notebook 09 reads
+                written = publish(report(rows, problems, steps, seeds,
+                                         time.perf_counter() - start, args.quick), out)
+    print(f"wrote {', '.join(map(str, written))}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ UNAME_M), for nvidia-smi (NVIDIA_SMI) and for the question "does PyTorch's CPU i
 (INDEX_PROBE), so nothing is installed or downloaded. What the stand-ins cannot show: a real
 NVIDIA GPU, and the CPU index itself (unreachable from the CI machine)."""
 
+import json
 import os
 import re
 import shutil
@@ -368,3 +369,27 @@ def test_a_notebook_copied_out_of_the_repository_runs(tmp_path, wheel_site, name
          "--ExecutePreprocessor.timeout=600", copy.name],
         cwd=copy.parent, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_every_committed_report_ships_in_the_wheel(wheel_site):
+    # Notebooks 04, 05, 08 and 09 show reports of runs too long for a notebook; a copy of the
+    # notebook anywhere reads them from the installed package.
+    from neuralode_helpers.reports import REPORTS
+
+    code = ("from neuralode_helpers.reports import REPORTS, committed_report; "
+            "print(sum(len(committed_report(n)) > 200 for n in REPORTS))")
+    env = {**os.environ, "PYTHONPATH": str(wheel_site)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=wheel_site.parent, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert int(out.stdout) == len(REPORTS)
+
+
+def test_no_notebook_reads_the_repository_around_it():
+    # No "../benchmarks", no sys.path edits: a notebook opened from anywhere finds all it needs
+    # in the installed package (reports through neuralode_helpers.reports).
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                source = "".join(cell["source"])
+                assert "../" not in source and "sys.path" not in source, (path.name, source)
