@@ -1,4 +1,4 @@
-# Exercise 04 ★: checkpoint times for the rule dt <= 5 / lam.
+# Exercise 4.1 ★: checkpoint times for the rule d <= 5 / lam (d: the spacing).
 import math
 
 import torch
@@ -7,7 +7,7 @@ from neuralode_helpers.exercises import check_checkpoint_times
 
 
 def checkpoint_times(t0, t1, lam):
-    # Between checkpoints the rebuilt z's error grows like e^(lam dt); dt <= 5 / lam keeps that
+    # Between checkpoints the rebuilt z's error grows like e^(lam d); d <= 5 / lam keeps that
     # factor below e^5 ~ 150. Each checkpoint stores a state, so take the fewest intervals that
     # satisfy the rule, n = ceil(lam (t1 - t0) / 5), evenly spaced.
     n = max(1, math.ceil(lam * (t1 - t0) / 5))

@@ -1,4 +1,4 @@
-# Exercise 04 ★★★ (worked answer): the tolerance sweep in float32.
+# Exercise 4.3 ★★★ (worked answer): the tolerance sweep in float32.
 #
 # float32 carries about 7 significant digits: its machine epsilon is 2^-23, about 1.2e-7. A
 # solver cannot control its local error below the rounding error of the arithmetic it does:

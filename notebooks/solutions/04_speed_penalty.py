@@ -1,4 +1,4 @@
-# Exercise 04 ★★: the squared-speed penalty that regularises the dynamics.
+# Exercise 4.2 ★★: the squared-speed penalty that regularises the dynamics.
 from neuralode_helpers.exercises import check_speed_penalty
 
 
