@@ -277,6 +277,7 @@ bench: install
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/bench_adjoint.py
 	$(BIN)/python benchmarks/bench_floor.py
+	$(BIN)/python benchmarks/bench_equal_error.py
 
 # The long run of the gradient fuzzer (tests/fuzz_gradients.py; about 20 minutes on 2
 # cores): every gradient method x problem family x option, against exact answers. It writes
