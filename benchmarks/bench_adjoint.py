@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import inspect
 import io
 import math
 import os
@@ -61,6 +62,7 @@ from _machine import cpu_name  # noqa: E402
 
 from neuralode_helpers import (  # noqa: E402
     ODENet,
+    Stats,
     WindowedField,
     odeint,
     odeint_adjoint,
@@ -86,6 +88,18 @@ REF_RTOL, REF_ATOL = 1e-10, 1e-12
 SEED_EPOCH_SECONDS = 7.05  # the original notebook: 100 windows (100 optimiser steps) in 7.05 s
 
 
+def takes(fn, name):
+    """Whether ``fn`` has a keyword ``name``: the fast path's switch (issue #25) is detected,
+    so that this benchmark runs on versions of the package with and without it."""
+    return name in inspect.signature(fn).parameters
+
+
+# The fast path's switch, where this version of the package has one (False turns it off).
+FAST_ADJOINT = takes(odeint_adjoint, "fast_path")
+FAST_ODEINT = takes(odeint, "fast_path")
+FAST_TRAIN = takes(train, "fast_path")
+
+
 # ---------------------------------------------------------------------------------------------
 # Problem
 # ---------------------------------------------------------------------------------------------
@@ -102,6 +116,16 @@ class CountedMLP(nn.Module):
     def forward(self, t, z):
         self.nfe += 1
         return self.net(z)
+
+
+def ours_field(field):
+    """The same network, weights and dtype as ``field`` (a :class:`CountedMLP`) in an
+    ``ODENet(D, (WIDTH, WIDTH), nn.Tanh, time_dependent=False)``: the field our fast path
+    recognises (a user module such as CountedMLP gets the autograd path). Our rows run on it,
+    their NFE from ``Stats``; the peers keep CountedMLP and its counter."""
+    net = ODENet(D, (WIDTH, WIDTH), nn.Tanh, time_dependent=False)
+    net.load_state_dict(field.state_dict())  # the same keys: net.0.weight, ...
+    return net.to(next(field.parameters()).dtype)
 
 
 def make_problem(dtype=torch.float32):
@@ -122,19 +146,36 @@ def loss_fn(ys, target):
     return ((ys - target) ** 2).mean()
 
 
-def gradient(field, z0, t, target, solve):
+def gradient(field, z0, t, target, solve, stats=False):
     """One forward + backward; returns (flat param grad, z0 grad, fwd NFE, bwd NFE, wall
-    seconds, CPU seconds)."""
+    seconds, CPU seconds). NFE: from the field's counter ``field.nfe``, or with
+    ``stats=True`` from the ``Stats`` that ``solve(field, z, t, stats=...)`` fills (the fast
+    path evaluates an ODENet without calling it, so no counter in a module sees those)."""
     field.zero_grad(set_to_none=True)
     z = z0.detach().clone().requires_grad_(True)
-    field.nfe = 0
+    st = Stats() if stats else None
+    if st is None:
+        field.nfe = 0
     start, cpu = time.perf_counter(), time.process_time()
-    ys = solve(field, z, t)
-    nfe_fwd = field.nfe
+    ys = solve(field, z, t) if st is None else solve(field, z, t, stats=st)
+    nfe_fwd = field.nfe if st is None else st.forward.nfe
     loss_fn(ys, target).backward()
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    nfe_bwd = field.nfe - nfe_fwd if st is None else st.backward.nfe
     g = torch.cat([p.grad.reshape(-1) for p in field.parameters()])
-    return g.detach(), z.grad.detach(), nfe_fwd, field.nfe - nfe_fwd, seconds, cpu
+    return g.detach(), z.grad.detach(), nfe_fwd, nfe_bwd, seconds, cpu
+
+
+def runner(lib, solve, field, ours, z0, t, target):
+    """run() -> one gradient: ours on the ODENet ``ours`` (NFE from Stats), a peer on
+    ``field`` (NFE from its counter)."""
+    if lib == "ours":
+        return lambda: gradient(ours, z0, t, target, solve, stats=True)
+    return lambda: gradient(field, z0, t, target, solve)
+
+
+DEFAULT_ADJOINT = "ours adjoint (default: backsolve, seminorm, z restored)"
+DEFAULT_BACKPROP = "ours backprop through dopri5"
 
 
 def solvers(rtol, atol):
@@ -142,10 +183,12 @@ def solvers(rtol, atol):
     kind: "adjoint" (the continuous problem's gradient) or "backprop" (the exact gradient of
     the discretised solve)."""
     def adj(**kw):
-        return lambda f, z, t: odeint_adjoint(f, z, t, rtol=rtol, atol=atol, **kw)
+        return lambda f, z, t, stats=None: odeint_adjoint(f, z, t, rtol=rtol, atol=atol,
+                                                          stats=stats, **kw)
 
     def bp(**kw):
-        return lambda f, z, t: odeint(f, z, t, rtol=rtol, atol=atol, **kw)
+        return lambda f, z, t, stats=None: odeint(f, z, t, rtol=rtol, atol=atol, stats=stats,
+                                                  **kw)
 
     out = {
         "ours adjoint (default: backsolve, seminorm, z restored)": ("ours", "adjoint", adj()),
@@ -157,6 +200,11 @@ def solvers(rtol, atol):
         "ours backprop through tsit5": ("ours", "backprop", bp(method="tsit5")),
         'ours backprop, checkpoint="steps"': ("ours", "backprop", bp(checkpoint="steps")),
     }
+    # Issue #25's fast path turned off: the readable autograd path, in the same run.
+    if FAST_ADJOINT:
+        out["ours adjoint, fast path off"] = ("ours", "adjoint", adj(fast_path=False))
+    if FAST_ODEINT:
+        out["ours backprop, fast path off"] = ("ours", "backprop", bp(fast_path=False))
     if torchdiffeq is not None:
         out.update({
             "torchdiffeq adjoint": ("torchdiffeq", "adjoint",
@@ -187,12 +235,15 @@ def bench_gradient(repeats):
         check = (relative_error(g2, ref_g), relative_error(gz2, ref_z))
 
     # Every method as run() -> (dL/dθ, dL/dz0, fwd NFE, bwd NFE, wall s, CPU s).
+    ours = ours_field(field)
     methods, saved_of = {}, {}
     for name, (lib, kind, solve) in solvers(RTOL, ATOL).items():
-        methods[name] = (lib, kind, lambda solve=solve: gradient(field, z0, t, target, solve))
+        methods[name] = (lib, kind, runner(lib, solve, field, ours, z0, t, target))
         # memory the graph keeps between forward and backward (parameters not counted)
-        saved_of[name] = saved_tensor_bytes(solve, field, z0.detach().clone().requires_grad_(
-            True), t, exclude=list(field.parameters()))[1]
+        f = ours if lib == "ours" else field
+        saved_of[name] = saved_tensor_bytes(solve, f, z0.detach().clone().requires_grad_(
+            True), t, exclude=list(f.parameters()))[1]
+    nfe_check = count_check(field, ours, z0, t, target)
     skipped = [] if torchdiffeq is not None else [("torchdiffeq", "not installed")]
     more, why = _peers.torchode_methods(field, z0, t, target, loss_fn, RTOL, ATOL)
     methods.update(more)
@@ -225,7 +276,39 @@ def bench_gradient(repeats):
                          nfe_fwd=nf, nfe_bwd=nb if kind == "adjoint" else None,
                          kib=None if kib is None else kib / 1024,
                          err_theta=relative_error(g, ref_g), err_z0=relative_error(gz, ref_z)))
-    return rows, dict(ref_nfe=ref_fwd, check=check, skipped=skipped, compile_s=compile_s)
+    return rows, dict(ref_nfe=ref_fwd, check=check, skipped=skipped, compile_s=compile_s,
+                      nfe_check=nfe_check, fast=fast_vs_off(runs_of))
+
+
+def count_check(field, ours, z0, t, target):
+    """Our rows count NFE with Stats, the peers with the field's counter: on the autograd path
+    (the fast path off, or the package without one) both must count the same. Returns
+    [(row, (fwd, bwd) by the counter, (fwd, bwd) by Stats)]."""
+    out = []
+    for name, off in [("adjoint", dict(fast_path=False) if FAST_ADJOINT else {}),
+                      ("backprop", dict(fast_path=False) if FAST_ODEINT else {})]:
+        solve = odeint_adjoint if name == "adjoint" else odeint
+
+        def run(f, z, tt, stats=None, solve=solve, off=off):
+            return solve(f, z, tt, rtol=RTOL, atol=ATOL, stats=stats, **off)
+
+        by_counter = gradient(field, z0, t, target, run)[2:4]
+        by_stats = gradient(ours, z0, t, target, run, stats=True)[2:4]
+        out.append((name, tuple(by_counter), tuple(by_stats)))
+    return out
+
+
+def fast_vs_off(runs_of):
+    """The fast path against the autograd path, same run: (kind, default row, off row,
+    relative difference of dL/dθ, of dL/dz0)."""
+    out = []
+    for kind, on, off in [("adjoint", DEFAULT_ADJOINT, "ours adjoint, fast path off"),
+                          ("backprop", DEFAULT_BACKPROP, "ours backprop, fast path off")]:
+        if on in runs_of and off in runs_of:
+            a, b = runs_of[on][-1], runs_of[off][-1]
+            out.append((kind, on, off, relative_error(a[0].double(), b[0].double()),
+                        relative_error(a[1].double(), b[1].double())))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,21 +320,28 @@ def seed_model():
     return ODENet()
 
 
-def train_ours(steps, adjoint=True):
+def train_ours(steps, adjoint=True, fast_path=None):
+    """(steps per CPU second, mean forward NFE, mean backward NFE) of ``train``; fast_path
+    None: the package's default (and no keyword, for a package without the switch)."""
     model = seed_model()
-    res = train(model, steps=steps, batch_size=100, adjoint=adjoint, seed=0, progress=False)
-    return steps / res.seconds, statistics.mean(res.nfe_forward), (
+    kw = {} if fast_path is None else dict(fast_path=fast_path)
+    cpu = time.process_time()
+    res = train(model, steps=steps, batch_size=100, adjoint=adjoint, seed=0, progress=False,
+                **kw)
+    cpu = time.process_time() - cpu
+    return steps / cpu, statistics.mean(res.nfe_forward), (
         statistics.mean(res.nfe_backward) if adjoint else None)
 
 
 def train_torchdiffeq(steps, rtol=1e-5, atol=1e-6):
-    """The same loop as ``train`` (same windows, Adam, lr schedule), solved by torchdiffeq."""
+    """The same loop as ``train`` (same windows, Adam, lr schedule), solved by torchdiffeq.
+    Returns (steps per CPU second, None, None)."""
     model = seed_model()
     gen = torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, (1e-3 / 1e-2) ** (1 / steps))
     s = torch.linspace(0, 1, 2)
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(steps):
         u = torch.rand(2, 100, generator=gen)
         t0 = -1.0 + 10.0 * u[0]  # same draws as neuralode_helpers.training.sample_windows
@@ -263,7 +353,7 @@ def train_torchdiffeq(steps, rtol=1e-5, atol=1e-6):
         nn.functional.mse_loss(z[1:], z_true[1:]).backward()
         opt.step()
         sched.step()
-    return steps / (time.perf_counter() - start)
+    return steps / (time.process_time() - start), None, None
 
 
 def seed_way(n_windows):
@@ -293,7 +383,7 @@ def seed_way(n_windows):
             gz, *gp = torch.autograd.grad(out, [z, *params])
         return torch.cat([out.detach(), -a * gz, *(-a * g.reshape(-1) for g in gp)]).numpy()
 
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(n_windows):
         t0 = float(10 * torch.rand(1, generator=gen) - 1)
         t1 = t0 + 1.0
@@ -309,7 +399,7 @@ def seed_way(n_windows):
         for p, g in zip(params, flat.split([p.numel() for p in params])):
             p.grad = g.view_as(p).clone()
         opt.step()
-    return (time.perf_counter() - start) / n_windows
+    return (time.process_time() - start) / n_windows
 
 
 def ours_one_window_at_a_time(n_windows):
@@ -317,17 +407,17 @@ def ours_one_window_at_a_time(n_windows):
     model = seed_model()
     opt = torch.optim.Adam(model.parameters())
     gen = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(n_windows):
         t0 = 10 * torch.rand(1, generator=gen) - 1
         opt.zero_grad()
         window_loss(model, t0, torch.zeros(1), method="scipy:LSODA", rtol=1e-3,
                     atol=1e-6).backward()
         opt.step()
-    return (time.perf_counter() - start) / n_windows
+    return (time.process_time() - start) / n_windows
 
 
-def bench_training(steps, n_seed):
+def bench_training(steps, n_seed, rounds):
     rows = []
     per_window = seed_way(n_seed)
     rows.append(dict(name="naive loop (re-implemented), 1 window/step, LSODA",
@@ -335,16 +425,29 @@ def bench_training(steps, n_seed):
     per_window = ours_one_window_at_a_time(n_seed)
     rows.append(dict(name="ours, 1 window/step, scipy:LSODA adjoint (same tolerances)",
                      steps=1 / per_window, windows=1 / per_window, nfe=None))
-    sps, nf, nb = train_ours(steps, adjoint=True)
-    rows.append(dict(name="ours `train`, 100 windows/step, dopri5 adjoint", steps=sps,
-                     windows=100 * sps, nfe=(nf, nb)))
-    sps, nf, _ = train_ours(steps, adjoint=False)
-    rows.append(dict(name="ours `train`, 100 windows/step, dopri5 backprop", steps=sps,
-                     windows=100 * sps, nfe=(nf, None)))
+    # The batched loops: `rounds` runs of `steps` steps each, taking turns; median steps/s.
+    loops = {"ours `train`, 100 windows/step, dopri5 adjoint":
+             lambda: train_ours(steps, adjoint=True),
+             "ours `train`, 100 windows/step, dopri5 backprop":
+             lambda: train_ours(steps, adjoint=False)}
+    if FAST_TRAIN:
+        loops["ours `train`, 100 windows/step, dopri5 adjoint, fast path off"] = \
+            lambda: train_ours(steps, adjoint=True, fast_path=False)
+        loops["ours `train`, 100 windows/step, dopri5 backprop, fast path off"] = \
+            lambda: train_ours(steps, adjoint=False, fast_path=False)
     if torchdiffeq is not None:
-        sps = train_torchdiffeq(steps)
-        rows.append(dict(name="torchdiffeq, 100 windows/step, dopri5 adjoint, seminorm",
-                         steps=sps, windows=100 * sps, nfe=None))
+        loops["torchdiffeq, 100 windows/step, dopri5 adjoint, seminorm"] = \
+            lambda: train_torchdiffeq(steps)
+    runs = {name: [] for name in loops}
+    names = list(loops)
+    for i in range(rounds):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            runs[name].append(loops[name]())
+    for name, rs in runs.items():
+        sps = statistics.median(r[0] for r in rs)
+        nf, nb = rs[-1][1], rs[-1][2]
+        rows.append(dict(name=name, steps=sps, windows=100 * sps,
+                         nfe=None if nf is None else (nf, nb)))
     return rows
 
 
@@ -354,15 +457,16 @@ def bench_training(steps, n_seed):
 
 def profile_ours(n=10, top=18):
     field, z0, t, target = make_problem(torch.float32)
+    field = ours_field(field)  # our rows' field (the fast path's, where there is one)
 
-    def solve(f, z, tt):
-        return odeint_adjoint(f, z, tt, rtol=RTOL, atol=ATOL)
+    def solve(f, z, tt, stats=None):
+        return odeint_adjoint(f, z, tt, rtol=RTOL, atol=ATOL, stats=stats)
 
-    gradient(field, z0, t, target, solve)
+    gradient(field, z0, t, target, solve, stats=True)
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(n):
-        gradient(field, z0, t, target, solve)
+        gradient(field, z0, t, target, solve, stats=True)
     prof.disable()
     buf = io.StringIO()
     pstats.Stats(prof, stream=buf).strip_dirs().sort_stats("tottime").print_stats(top)
@@ -387,7 +491,37 @@ def fmt(x, spec=".2e"):
     return "—" if x is None else format(x, spec)
 
 
-def report(grad_rows, info, train_rows, repeats, steps, n_seed, quick):
+def fast_path_note(info):
+    """Which field our rows ran on, whether the fast path was there, and the checks that our
+    NFE counts and gradients are comparable to the peers' and to the autograd path's."""
+    text = (f"Our rows run on the same weights in an `ODENet({D}, ({WIDTH}, {WIDTH}), nn.Tanh, "
+            "time_dependent=False)` (the peers keep their CountedMLP); their NFE come from "
+            "`Stats`. ")
+    if FAST_ADJOINT or FAST_ODEINT:
+        which = " and ".join(n for n, ok in (("`odeint_adjoint`", FAST_ADJOINT),
+                                             ("`odeint`", FAST_ODEINT)) if ok)
+        text += (f"Issue #25's fast path ({which}: `fast_path=True`, the default) evaluates "
+                 "that field and its VJP by hand; the rows that say \"fast path off\" pass "
+                 "`fast_path=False` (the readable autograd path). ")
+        missing = [n for n, ok in (("`odeint_adjoint`", FAST_ADJOINT), ("`odeint`", FAST_ODEINT))
+                   if not ok]
+        if missing:
+            text += f"{' and '.join(missing)} has no `fast_path` switch in this version. "
+    else:
+        text += ("This version of the package has no `fast_path` switch (issue #25): every row "
+                 "of ours is the autograd path, and there are no \"fast path off\" rows. ")
+    checks = "; ".join(
+        f"{kind}: {c[0]} + {c[1]} counted by the field, {s[0]} + {s[1]} by Stats"
+        + ("" if c == s else " (DIFFERENT)")
+        for kind, c, s in info["nfe_check"])
+    text += f"NFE counts on the autograd path (forward + backward): {checks}."
+    for kind, _on, _off, e_theta, e_z in info["fast"]:
+        text += (f" Fast path against fast path off ({kind}): dL/dθ differs by {e_theta:.1e}, "
+                 f"dL/dz0 by {e_z:.1e} (relative).")
+    return text
+
+
+def report(grad_rows, info, train_rows, repeats, steps, n_seed, quick, rounds=1):
     lines = [f"# Adjoint benchmark{' (--quick smoke run)' if quick else ''}", "",
              f"Machine: {machine()}.", ""]
     lines += [
@@ -409,6 +543,7 @@ def report(grad_rows, info, train_rows, repeats, steps, n_seed, quick):
         f"through our dopri5, rtol={REF_RTOL:g}, atol={REF_ATOL:g}, "
         f"{info['ref_nfe']} forward NFE).", "",
     ]
+    lines += [fast_path_note(info), ""]
     if info["check"] is not None:
         lines += [f"Reference cross-check: torchdiffeq float64 at the same tight tolerance "
                   f"differs by {info['check'][0]:.1e} (dL/dθ) and {info['check'][1]:.1e} "
@@ -451,11 +586,16 @@ def report(grad_rows, info, train_rows, repeats, steps, n_seed, quick):
         "ODENet() (2-50-75-1 GELU, time-dependent), windows of length 1 starting at t0 ~ "
         "U[-1, 9], loss = squared error at the window's end (notebook 03's loss with n_obs=2). "
         "Batched rows: "
-        f"100 windows per Adam step, dopri5 rtol=1e-5, atol=1e-6, {steps} steps timed "
-        "(including the optimiser step). One-window rows: one window per Adam step, scipy "
+        f"100 windows per Adam step, dopri5 rtol=1e-5, atol=1e-6: {steps} steps (including "
+        f"the optimiser step) timed in CPU time, median of {rounds} such runs, the loops "
+        "taking turns; mean NFE over the last run. "
+        + ("The fast path's switch is `train(..., fast_path=False)`. " if FAST_TRAIN else
+           "`train` has no `fast_path` switch in this version: its rows run whatever the "
+           "package does by default (no \"fast path off\" rows). ")
+        + "One-window rows: one window per Adam step, scipy "
         f"LSODA at solve_ivp's defaults (rtol=1e-3, atol=1e-6) like the naive loop, {n_seed} "
-        "windows timed and scaled. The original notebook's own figure, on its author's machine: "
-        "100 "
+        "windows timed (CPU time) and scaled. The original notebook's own figure, on its "
+        "author's machine: 100 "
         f"windows in {SEED_EPOCH_SECONDS} s ({100 / SEED_EPOCH_SECONDS:.1f} windows/s).", "",
         "| method | steps/s | windows/s | s per 100 windows | mean NFE fwd / bwd per step |",
         "|---|---:|---:|---:|---:|",
@@ -560,11 +700,11 @@ def main(argv=None):
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     torch.set_num_threads(args.threads)
-    repeats, steps, n_seed = (2, 3, 2) if args.quick else (25, 60, 20)
+    repeats, steps, n_seed, rounds = (2, 3, 2, 1) if args.quick else (25, 60, 20, 3)
     start = time.perf_counter()
     grad_rows, info = bench_gradient(repeats)
-    train_rows = bench_training(steps, n_seed)
-    text = report(grad_rows, info, train_rows, repeats, steps, n_seed, args.quick)
+    train_rows = bench_training(steps, n_seed, rounds)
+    text = report(grad_rows, info, train_rows, repeats, steps, n_seed, args.quick, rounds)
     text += "\n" + "\n".join(attempts(grad_rows))
     if args.profile:
         n = 2 if args.quick else 10
