@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from .errors import SolverError
+from .fastpath import plan_for
 from .solvers import TABLEAUS, SolveStats, Stats, solve
 from .solvers.checks import (
     SCIPY_METHODS,
@@ -254,6 +255,9 @@ def _backsolve(cfg, t, ys, grad_ys, params):
         f, vz, vp = _vjp(func, tt, y[:n].view(shape), y[n:2 * n].view(shape), params)
         return torch.cat([f.reshape(-1), vz, *vp])
 
+    if cfg.plan is not None:  # the same right-hand side, by hand (see fastpath.py)
+        augmented = cfg.plan.backsolve_rhs(n, bool(params))  # noqa: F811
+
     y_end = torch.cat([ys[-1].reshape(-1), grad_ys[-1].reshape(-1), ys.new_zeros(n_param)])
     check = None
     if cfg.on_divergence != "ignore":
@@ -278,6 +282,10 @@ def _interpolated(cfg, traj, t, ys, grad_ys, params):
     def augmented(tt, y):
         _, vz, vp = _vjp(func, tt, traj(float(tt)).view(shape), y[:n].view(shape), params)
         return torch.cat([vz, *vp])
+
+    if cfg.plan is not None:  # the same right-hand side, by hand (see fastpath.py)
+        augmented = cfg.plan.interpolated_rhs(  # noqa: F811
+            n, bool(params), lambda tt: traj(float(tt)))
 
     y_end = torch.cat([grad_ys[-1].reshape(-1), ys.new_zeros(n_param)])
     y0 = _adjoint_solve(cfg, augmented, y_end, t, _jumps(grad_ys, 0, n),
@@ -305,7 +313,13 @@ def _quadrature(cfg, traj, t, ys, grad_ys, params):
     adj_tab = TABLEAUS[cfg.adjoint_method]
     traj_a = Trajectory(adj_tab)
 
+    plan = cfg.plan
+
     def adjoint_only(tt, a):
+        if plan is not None:  # by hand (see fastpath.py)
+            vz = torch.empty(n, dtype=a.dtype, device=a.device)
+            plan.vjp(tt, traj(float(tt)), a, out_z=vz)
+            return vz
         _, vz, _ = _vjp(func, tt, traj(float(tt)).view(shape), a.view(shape), ())
         return vz
 
@@ -336,9 +350,13 @@ def _quadrature(cfg, traj, t, ys, grad_ys, params):
         for x, w in zip(nodes, weights):
             tau = 0.5 * (t_s + t_e) + 0.5 * (t_e - t_s) * float(x)
             a = traj_a.in_step(i, tau).view(shape)
-            _, _, vp = _vjp(func, torch.tensor(tau, dtype=ys.dtype, device=ys.device),
-                            traj(tau).view(shape), a, params)
-            acc += (0.5 * (t_e - t_s) * float(w)) * torch.cat(vp)
+            tt = torch.tensor(tau, dtype=ys.dtype, device=ys.device)
+            if plan is not None:  # by hand (see fastpath.py)
+                vp = total.new_empty(total.shape)
+                plan.vjp(tt, traj(tau), a, out_p=vp)
+            else:
+                vp = torch.cat(_vjp(func, tt, traj(tau).view(shape), a, params)[2])
+            acc += (0.5 * (t_e - t_s) * float(w)) * vp
         n_evals += len(nodes)
         return acc
 
@@ -392,6 +410,8 @@ class _Config:
     n_param: int
     stats: Stats
     hooks: object  # torchdiffeq's step callbacks of func, told about the forward steps
+    # The hand-written field and VJPs of a recognised ODENet (fastpath.py), or None: autograd.
+    plan: object = None
 
 
 class _AdjointFn(torch.autograd.Function):
@@ -461,14 +481,15 @@ class _AdjointFn(torch.autograd.Function):
 def _forward_solve(cfg, y0, t, f0, traj, stats=None):
     """The forward solve (no graph); with ``traj``, its dense output is recorded (and, for
     dopri8, its steps sampled: see :mod:`~.solvers.trajectory`)."""
+    func = cfg.func if cfg.plan is None else cfg.plan.field
     if traj is not None:
-        traj.use_field(cfg.func, cfg.stats.forward if stats is None else stats)
-    ys = solve(cfg.func, y0, t, method=cfg.method, rtol=cfg.rtol, atol=cfg.atol,
+        traj.use_field(func, cfg.stats.forward if stats is None else stats)
+    ys = solve(func, y0, t, method=cfg.method, rtol=cfg.rtol, atol=cfg.atol,
                options=cfg.options, stats=cfg.stats.forward if stats is None else stats,
                segments=cfg.segments, f0=f0, hooks=cfg.hooks if stats is None else None,
                on_step=None if traj is None else traj.record)
     if traj is not None and traj.tab.dense is None:
-        traj.finish(cfg.func(t[-1], ys[-1]))
+        traj.finish(func(t[-1], ys[-1]))
         (cfg.stats.forward if stats is None else stats).nfe += 1
     return ys
 
@@ -556,7 +577,7 @@ def odeint_adjoint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", option
                    adjoint_rtol=None, adjoint_atol=None, adjoint_method=None,
                    adjoint_options=None, params=None, adjoint_params=None, seminorm=True,
                    restore_z=True, adjoint="backsolve", on_divergence="recover", stats=None,
-                   checkpoint=_NOT_GIVEN):
+                   fast_path=True, checkpoint=_NOT_GIVEN):
     r"""Solve :math:`\dot z = f(t, z; \theta)` like :func:`odeint`; differentiate by the adjoint.
 
     The forward solve keeps no graph: memory does not grow with the number of solver steps.
@@ -632,6 +653,14 @@ def odeint_adjoint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", option
         The adjoint's ``SolverError`` messages say they come from the backward solve.
     stats : :class:`~neuralode_helpers.solvers.Stats`, optional; forward counters are filled
         by the call, backward counters by ``backward()``.
+    fast_path : bool, default True. When ``func`` is an
+        :class:`~neuralode_helpers.ODENet` (any activation it offers, any time input) and
+        ``params`` are all of its parameters, evaluate the field and the vector–Jacobian
+        products of the backward solve by hand into preallocated buffers
+        (:mod:`~neuralode_helpers.fastpath`) instead of through autograd: the same numbers
+        to round-off, fewer operations. Anything else (another module, hooks on it, a frozen
+        layer or a subset of its parameters, a tuple state, a dtype or device other than
+        the parameters') uses autograd, as ``False`` always does.
 
     Returns
     -------
@@ -654,6 +683,9 @@ def odeint_adjoint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", option
                         f"the stored forward states at the observation times), not "
                         f"checkpoint={checkpoint!r}: checkpoint= is odeint's option for how "
                         f"backprop keeps its graph")
+    if not isinstance(fast_path, bool):
+        raise TypeError(f"fast_path must be True or False (whether a recognised ODENet's "
+                        f"field and VJPs are evaluated by hand), got {fast_path!r}")
     if not isinstance(restore_z, bool):
         raise TypeError(f"restore_z must be True or False (whether z is restored from the "
                         f"stored forward states at the observation times), got {restore_z!r}")
@@ -698,6 +730,8 @@ def odeint_adjoint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", option
         adjoint=adjoint, on_divergence=on_divergence, segments=call.state.segments,
         shape=tuple(call.y0.shape), n=call.y0.numel(),
         n_param=sum(p.numel() for p in params), stats=Stats() if stats is None else stats,
-        hooks=step_callbacks(func, call.state, call.method))
+        hooks=step_callbacks(func, call.state, call.method),
+        plan=plan_for(func, call.y0, params) if fast_path and not call.state.is_tuple
+        else None)
     ys = _AdjointFn.apply(call.y0, call.t, cfg, f0, *params)
     return call.state.unpack_outputs(ys)

@@ -1,0 +1,412 @@
+r"""A hand-written field and vector–Jacobian product for :class:`~.models.ODENet`.
+
+The adjoint's readable path (:func:`~.adjoint._vjp`) calls the module with a graph and asks
+autograd for :math:`-(\partial f/\partial z)^\top a` and :math:`-(\partial f/\partial
+\theta)^\top a`: about a dozen small operations of bookkeeping around the few matrix products
+that do the work. For the MLP that :class:`~.models.ODENet` is, the same numbers can be
+written down directly. With input :math:`x_0 = [z, \tau]` (:math:`\tau = t`, or
+:math:`(\sin t, \cos t)`, or nothing), layers :math:`k = 1..L`,
+
+.. math::
+    u_k = W_k x_{k-1} + b_k, \quad x_k = \sigma(u_k)\ (k < L), \quad f = u_L,
+
+and, for the vector :math:`g = -a`,
+
+.. math::
+    \delta_L = g, \quad \delta_k = (W_{k+1}^\top \delta_{k+1}) \odot \sigma'(u_k), \quad
+    -\Big(\frac{\partial f}{\partial W_k}\Big)^\top a = \delta_k x_{k-1}^\top, \quad
+    -\Big(\frac{\partial f}{\partial b_k}\Big)^\top a = \delta_k, \quad
+    -\Big(\frac{\partial f}{\partial z}\Big)^\top a = W_{1,z}^\top \delta_1,
+
+summed over the batch for the parameters (:math:`W_{1,z}` the columns of :math:`W_1` that
+read z). Every product is one ``torch`` kernel writing into a buffer (``out=``), kept per
+batch size and dtype; :math:`\sigma'` is computed by hand for each supported activation,
+with the formulas PyTorch's own backward uses.
+
+:func:`plan_for` recognises the module and returns a :class:`Plan`, or None for anything it
+cannot reproduce exactly (the caller then uses autograd). Shapes: z is ``(..., D)`` (any
+leading batch shape, or unbatched ``(D,)``), t a 0-d tensor; the flat outputs are in the
+order of the ``params`` list the caller gives.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.modules import module as _module
+
+from .models import ODENet
+
+_DTYPES = (torch.float32, torch.float64)
+
+
+# ---- activations: σ(u) into x, and δ ← δ ⊙ σ'(u) in place ----------------------------------
+class _Activation:
+    """One element-wise activation. ``forward(u, x)`` writes σ(u) into x;
+    ``backprop(d, u, x, buf)`` multiplies d in place by σ'(u) (``buf`` holds the scratch
+    tensors ``s``, ``w``, ``v`` of u's shape and a bool ``mask``). ``keeps_u = False``: the
+    derivative is computed from the output x alone, so x may overwrite u (one buffer)."""
+
+    keeps_u = True
+
+
+class _Tanh(_Activation):
+    keeps_u = False  # σ' = 1 - x²
+
+    def forward(self, u, x):
+        torch.tanh(u, out=x)
+
+    def backprop(self, d, u, x, buf):
+        torch.addcmul(buf.one, x, x, value=-1.0, out=buf.s)
+        d.mul_(buf.s)
+
+
+class _Sigmoid(_Activation):
+    keeps_u = False  # σ' = (1 - x) x, in PyTorch's order (x - x² loses digits near x = 1)
+
+    def forward(self, u, x):
+        torch.sigmoid(u, out=x)
+
+    def backprop(self, d, u, x, buf):
+        torch.neg(x, out=buf.s)
+        buf.s.add_(1.0).mul_(x)
+        d.mul_(buf.s)
+
+
+class _ReLU(_Activation):
+    keeps_u = False  # δ = 0 where x <= 0, as PyTorch's threshold_backward of the result
+
+    def forward(self, u, x):
+        torch.clamp_min(u, 0.0, out=x)
+
+    def backprop(self, d, u, x, buf):
+        torch.le(x, 0.0, out=buf.mask)
+        d.masked_fill_(buf.mask, 0.0)
+
+
+class _SiLU(_Activation):
+    """σ(u) = u s(u), σ' = s(u) (1 + u (1 - s(u))), s the logistic sigmoid."""
+
+    def forward(self, u, x):
+        torch.sigmoid(u, out=x)
+        x.mul_(u)
+
+    def backprop(self, d, u, x, buf):
+        s, w = buf.s, buf.w
+        torch.sigmoid(u, out=s)
+        torch.addcmul(u, u, s, value=-1.0, out=w)  # u (1 - s)
+        w.add_(1.0).mul_(s)
+        d.mul_(w)
+
+
+class _ELU(_Activation):
+    """σ(u) = u for u > 0, α(eᵘ - 1) else; σ' = 1 for u > 0, α eᵘ else (the input's sign, as
+    PyTorch's elu_backward of a module that is not in place)."""
+
+    def __init__(self, alpha):
+        self.alpha = float(alpha)
+
+    def forward(self, u, x):
+        torch._C._nn.elu(u, self.alpha, 1.0, 1.0, out=x)
+
+    def backprop(self, d, u, x, buf):
+        s = buf.s
+        torch.exp(u, out=s)
+        s.mul_(self.alpha)
+        torch.gt(u, 0.0, out=buf.mask)
+        s.masked_fill_(buf.mask, 1.0)
+        d.mul_(s)
+
+
+class _Softplus(_Activation):
+    """σ(u) = log(1 + e^{βu}) / β, and u itself where βu > threshold; σ' = s(βu) below the
+    threshold, 1 above (PyTorch's softplus_backward, e^{βu} / (e^{βu} + 1))."""
+
+    def __init__(self, beta, threshold):
+        self.beta, self.threshold = float(beta), float(threshold)
+
+    def forward(self, u, x):
+        torch._C._nn.softplus(u, self.beta, self.threshold, out=x)
+
+    def backprop(self, d, u, x, buf):
+        s = buf.s
+        torch.mul(u, self.beta, out=s)
+        torch.gt(s, self.threshold, out=buf.mask)
+        s.sigmoid_()
+        s.masked_fill_(buf.mask, 1.0)
+        d.mul_(s)
+
+
+class _GELU(_Activation):
+    r"""Exact (``approximate="none"``): σ(u) = u Φ(u), σ' = Φ(u) + u φ(u). Tanh approximation:
+    σ(u) = ½u(1 + tanh r), r = k(u + κu³), σ' = ½(1 + tanh r) + ½ku(1 - tanh² r)(1 + 3κu²),
+    k = √(2/π), κ = 0.044715 (PyTorch's gelu_backward)."""
+
+    _K = math.sqrt(2.0 / math.pi)
+    _KAPPA = 0.044715
+    _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+    def __init__(self, approximate):
+        self.approximate = approximate
+
+    def forward(self, u, x):
+        torch._C._nn.gelu(u, approximate=self.approximate, out=x)
+
+    def backprop(self, d, u, x, buf):
+        s, w, v = buf.s, buf.w, buf.v
+        if self.approximate == "none":
+            torch.mul(u, u, out=w)
+            w.mul_(-0.5).exp_().mul_(u).mul_(self._INV_SQRT_2PI)  # u φ(u)
+            torch.mul(u, math.sqrt(0.5), out=s)
+            s.erf_().add_(1.0).mul_(0.5).add_(w)  # Φ(u) + u φ(u)
+            d.mul_(s)
+            return
+        k, kappa = self._K, self._KAPPA
+        torch.mul(u, u, out=w)  # u²
+        torch.mul(w, kappa, out=s)
+        s.add_(1.0).mul_(u).mul_(k).tanh_()  # tanh r
+        w.mul_(3.0 * kappa).add_(1.0).mul_(u).mul_(0.5 * k)  # ½ku(1 + 3κu²)
+        torch.addcmul(buf.one, s, s, value=-1.0, out=v)  # 1 - tanh² r
+        w.mul_(v)
+        s.add_(1.0).mul_(0.5).add_(w)
+        d.mul_(s)
+
+
+def _activation(module):
+    """The :class:`_Activation` for a module, or None when it is not one reproduced here."""
+    kind = type(module)
+    if kind is nn.Tanh:
+        return _Tanh()
+    if kind is nn.Sigmoid:
+        return _Sigmoid()
+    if kind is nn.ReLU:
+        return _ReLU()
+    if kind is nn.SiLU:
+        return _SiLU()
+    if kind is nn.ELU:
+        return _ELU(module.alpha)
+    if kind is nn.Softplus:
+        return _Softplus(module.beta, module.threshold)
+    if kind is nn.GELU and module.approximate in ("none", "tanh"):
+        return _GELU(module.approximate)
+    return None
+
+
+# ---- recognising the module --------------------------------------------------------------------
+def _has_hooks(module):
+    """Whether anything would run besides the layers' own forward: hooks on the module or its
+    children, global module hooks, or hooks on the parameters' gradients."""
+    globals_ = (_module._global_forward_hooks, _module._global_forward_pre_hooks,
+                _module._global_backward_hooks, _module._global_backward_pre_hooks)
+    if any(globals_):
+        return True
+    for m in module.modules():
+        if (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                or m._backward_pre_hooks):
+            return True
+    return any(getattr(p, "_backward_hooks", None) for p in module.parameters())
+
+
+def plan_for(func, z, params=()):
+    """A :class:`Plan` that evaluates ``func`` (an :class:`~.models.ODENet`) and its VJPs by
+    hand, or None where the autograd path must be used.
+
+    ``z``: a state of the shape and dtype the plan will see (``(..., D)``, a plain tensor).
+    ``params``: the tensors whose VJP is asked for, in the order of the flat output; they
+    must be exactly the module's parameters (each requiring grad), or empty (no parameter
+    VJP). None (fall back) for: any other module (a subclass with its own forward, a
+    CNF's field, a user's module), a layer or activation not reproduced here, hooks, a
+    dtype, device or tensor type other than the module's float32/float64 parameters', a
+    parameter that does not require grad, ``params`` that are not all of the module's
+    parameters, a parameter used by two layers, a z whose last axis is not the state."""
+    if not isinstance(func, ODENet) or type(func).forward is not ODENet.forward:
+        return None
+    net = getattr(func, "net", None)
+    if type(net) is not nn.Sequential or len(net) % 2 != 1:
+        return None
+    if type(z) is not torch.Tensor or z.dtype not in _DTYPES or z.ndim < 1:
+        return None
+    D = func.state_dim
+    if z.shape[-1] != D or _has_hooks(func):
+        return None
+    mods = list(net)
+    linears, acts = mods[0::2], [_activation(m) for m in mods[1::2]]
+    if any(type(m) is not nn.Linear or m.bias is None for m in linears) or None in acts:
+        return None
+    tensors = [p for m in linears for p in (m.weight, m.bias)]
+    if any(type(p) not in (nn.Parameter, torch.Tensor) or p.dtype != z.dtype
+           or p.device != z.device or not p.requires_grad for p in tensors):
+        return None
+    if len({id(p) for p in tensors}) != len(tensors):
+        return None  # a layer used twice: its gradient is a sum
+    if list(func.parameters()) and len(list(func.parameters())) != len(tensors):
+        return None  # parameters outside the layers (an activation's own)
+    n_time = (2 if func.time_input == "sincos" else 1) if func.time_dependent else 0
+    if linears[0].in_features != D + n_time or linears[-1].out_features != D:
+        return None
+    params = list(params)
+    offsets = None
+    if params:
+        where, start = {}, 0
+        for p in params:
+            if id(p) in where:
+                return None
+            where[id(p)] = start
+            start += p.numel()
+        if len(params) != len(tensors) or any(id(p) not in where for p in tensors):
+            return None
+        offsets = [(where[id(m.weight)], where[id(m.bias)]) for m in linears]
+    return Plan(linears, acts, D, func.time_input if n_time else None, offsets,
+                sum(p.numel() for p in params))
+
+
+# ---- the plan ------------------------------------------------------------------------------
+class _Buffers:
+    """The tensors of one evaluation for M rows: the input x₀ (with the time columns), per
+    hidden layer u, x (one tensor when the activation needs only its output), δ, scratch."""
+
+    def __init__(self, widths, acts, M, dtype, device, n_time):
+        def e(*shape, kind=dtype):
+            return torch.empty(shape, dtype=kind, device=device)
+
+        self.x0 = e(M, widths[0]) if n_time else None
+        self.u, self.x, self.d = [], [], []
+        for w, act in zip(widths[1:-1], acts):
+            u = e(M, w)
+            self.u.append(u)
+            self.x.append(e(M, w) if act.keeps_u else u)
+            self.d.append(e(M, w))
+        hidden = max(widths[1:-1], default=1)
+        self.s, self.w, self.v = e(M, hidden), e(M, hidden), e(M, hidden)
+        self.mask = e(M, hidden, kind=torch.bool)
+        self.one = torch.ones((), dtype=dtype, device=device)
+        self.g = e(M, widths[-1])  # -a
+        self.f = e(M, widths[-1])  # f when the caller does not want it
+
+
+class _Scratch:
+    """Views of the shared scratch of :class:`_Buffers` for one layer's width."""
+
+    __slots__ = ("s", "w", "v", "mask", "one")
+
+    def __init__(self, buf, width):
+        self.s, self.w, self.v = (b[:, :width] for b in (buf.s, buf.w, buf.v))
+        self.mask, self.one = buf.mask[:, :width], buf.one
+
+
+class Plan:
+    """The field of a recognised :class:`~.models.ODENet` and its VJP, by hand.
+
+    ``field(t, z)``: f(t, z), a fresh tensor of z's shape (no graph).
+    ``vjp(t, z, a, out_f, out_z, out_p)``: writes f into ``out_f``,
+    :math:`-(\\partial f/\\partial z)^\\top a` into ``out_z`` (both of z's numel) and
+    :math:`-(\\partial f/\\partial\\theta)^\\top a` into ``out_p`` (flat, ``n_param``, in the
+    order of the ``params`` given to :func:`plan_for`); any of them may be None (not wanted).
+    ``augmented(t, y, n, shape)`` etc. build the adjoints' flat right-hand sides from these.
+    """
+
+    def __init__(self, linears, acts, D, time_input, offsets, n_param):
+        # Detached views share storage with the parameters: updates in place are seen.
+        self.weights = [m.weight.detach() for m in linears]
+        self.biases = [m.bias.detach() for m in linears]
+        self.weights_t = [w.t() for w in self.weights]
+        self.wz = self.weights[0][:, :D]  # the columns of W₁ that read z
+        self.acts, self.D, self.time_input = acts, D, time_input
+        self.n_time = 0 if time_input is None else (2 if time_input == "sincos" else 1)
+        self.offsets, self.n_param = offsets, n_param
+        self.widths = [self.weights[0].shape[1]] + [w.shape[0] for w in self.weights]
+        self._cache = {}
+
+    def _buffers(self, M, dtype, device):
+        key = (M, dtype, device)
+        buf = self._cache.get(key)
+        if buf is None:
+            buf = self._cache[key] = _Buffers(self.widths, self.acts, M, dtype, device,
+                                              self.n_time)
+            buf.scratch = [_Scratch(buf, w) for w in self.widths[1:-1]]
+        return buf
+
+    def _input(self, t, z2, buf):
+        """x₀ = [z, τ] (a view of z itself without a time input)."""
+        if not self.n_time:
+            return z2
+        x0, D = buf.x0, self.D
+        x0[:, :D].copy_(z2)
+        t = torch.as_tensor(t, dtype=z2.dtype, device=z2.device)
+        if self.n_time == 1:
+            x0[:, D].fill_(t)
+        else:
+            x0[:, D].fill_(torch.sin(t))
+            x0[:, D + 1].fill_(torch.cos(t))
+        return x0
+
+    def _forward(self, t, z2, buf, out_f):
+        """The layers: u_k, x_k into the buffers, f into out_f; returns x₀."""
+        x = x0 = self._input(t, z2, buf)
+        for k, act in enumerate(self.acts):
+            u = buf.u[k]
+            torch.addmm(self.biases[k], x, self.weights_t[k], out=u)
+            act.forward(u, buf.x[k])
+            x = buf.x[k]
+        if out_f is not None:
+            torch.addmm(self.biases[-1], x, self.weights_t[-1], out=out_f)
+        return x0
+
+    def field(self, t, z):
+        """f(t, z): a fresh tensor of z's shape."""
+        z2 = z.detach().reshape(-1, self.D)
+        out = torch.empty(z.shape, dtype=z.dtype, device=z.device)
+        self._forward(t, z2, self._buffers(z2.shape[0], z.dtype, z.device),
+                      out.view(-1, self.D))
+        return out
+
+    def vjp(self, t, z, a, out_f=None, out_z=None, out_p=None):
+        r"""f and the VJPs with g = -a, into the given flat outputs (None: not wanted)."""
+        D = self.D
+        z2 = z.detach().reshape(-1, D)
+        buf = self._buffers(z2.shape[0], z.dtype, z.device)
+        x0 = self._forward(t, z2, buf, None if out_f is None else out_f.view(-1, D))
+        g = torch.neg(a.reshape(-1, D), out=buf.g)
+        L = len(self.weights)
+        xs = [x0, *buf.x]
+        d = g
+        for k in range(L - 1, -1, -1):
+            if out_p is not None:
+                ow, ob = self.offsets[k]
+                wk = self.weights[k]
+                torch.mm(d.t(), xs[k], out=out_p[ow:ow + wk.numel()].view(wk.shape))
+                torch.sum(d, 0, out=out_p[ob:ob + wk.shape[0]])
+            if k == 0:
+                break
+            d_prev = buf.d[k - 1]
+            torch.mm(d, self.weights[k], out=d_prev)
+            self.acts[k - 1].backprop(d_prev, buf.u[k - 1], buf.x[k - 1], buf.scratch[k - 1])
+            d = d_prev
+        if out_z is not None:
+            torch.mm(d, self.wz, out=out_z.view(-1, D))
+
+    # ---- the adjoints' right-hand sides ------------------------------------------------
+    def backsolve_rhs(self, n, with_params):
+        """y = [z, a, (a_θ)] ↦ [f, -(∂f/∂z)ᵀa, (-(∂f/∂θ)ᵀa)]: one fresh flat tensor."""
+        size = 2 * n + (self.n_param if with_params else 0)
+
+        def rhs(t, y):
+            out = torch.empty(size, dtype=y.dtype, device=y.device)
+            self.vjp(t, y[:n], y[n:2 * n], out[:n], out[n:2 * n],
+                     out[2 * n:] if with_params else None)
+            return out
+
+        return rhs
+
+    def interpolated_rhs(self, n, with_params, z_of):
+        """y = [a, (a_θ)] ↦ [-(∂f/∂z)ᵀa, (-(∂f/∂θ)ᵀa)] at z = ``z_of(t)``."""
+        size = n + (self.n_param if with_params else 0)
+
+        def rhs(t, y):
+            out = torch.empty(size, dtype=y.dtype, device=y.device)
+            self.vjp(t, z_of(t), y[:n], None, out[:n], out[n:] if with_params else None)
+            return out
+
+        return rhs

@@ -1,0 +1,289 @@
+"""The hand-written field and VJPs of an ODENet (neuralode_helpers/fastpath.py) against
+autograd: every activation, time input, dtype and batch shape to round-off; the adjoints'
+gradients with the fast path on and off; the cases that must fall back; and the fast-path
+adjoint against backprop through the solver at tight tolerances."""
+
+import itertools
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import neuralode_helpers as nh
+import neuralode_helpers.adjoint as adjoint_module
+from neuralode_helpers.adjoint import _vjp
+from neuralode_helpers.fastpath import plan_for
+
+F64 = torch.float64
+# Relative round-off allowed between the two ways of computing the same numbers.
+ROUND_OFF = {torch.float64: 1e-12, torch.float32: 1e-5}
+
+ACTIVATIONS = {
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "elu": lambda: nn.ELU(alpha=0.7),
+    "softplus": nn.Softplus,
+    "softplus_beta_threshold": lambda: nn.Softplus(beta=2.0, threshold=1.5),
+    "gelu": nn.GELU,
+    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
+}
+TIME_INPUTS = {"t": dict(time_input="t"), "sincos": dict(time_input="sincos"),
+               "none": dict(time_dependent=False)}
+BATCHES = [(), (5,), (2, 3)]
+
+
+def _net(activation, time, dtype, D=3, hidden=(7, 5), seed=0):
+    torch.manual_seed(seed)
+    return nh.ODENet(D, hidden, _factory(activation), **TIME_INPUTS[time]).to(dtype)
+
+
+def _factory(name):
+    """ODENet takes a module class or a module: the lambdas above make modules."""
+    act = ACTIVATIONS[name]
+    return act if isinstance(act, type) else act()
+
+
+def _rel(x, ref):
+    return ((x - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+
+
+def _compare(net, z, a, t, params):
+    """Largest relative difference between the plan and autograd (f, z-VJP, θ-VJP, field)."""
+    plan = plan_for(net, z, params)
+    assert plan is not None
+    f, vz, vp = _vjp(net, t, z, a, params)
+    dt = z.dtype
+    out_f, out_z = torch.empty(z.numel(), dtype=dt), torch.empty(z.numel(), dtype=dt)
+    out_p = torch.empty(plan.n_param, dtype=dt)
+    plan.vjp(t, z, a, out_f, out_z, out_p)
+    return max(_rel(out_f, f.reshape(-1)), _rel(out_z, vz), _rel(out_p, torch.cat(vp)),
+               _rel(plan.field(t, z), f))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("time", list(TIME_INPUTS))
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_plan_matches_autograd(activation, time, dtype):
+    torch.manual_seed(0)
+    net = nh.ODENet(3, (7, 5), _factory(activation), **TIME_INPUTS[time]).to(dtype)
+    # reversed: the flat output follows the caller's order, not the module's
+    params = list(net.parameters())[::-1]
+    for batch in BATCHES:
+        z = 2 * torch.randn(*batch, 3, dtype=dtype)  # spans the activations' kinks
+        a = torch.randn(*batch, 3, dtype=dtype)
+        t = torch.tensor(0.7, dtype=dtype)
+        assert _compare(net, z, a, t, params) <= ROUND_OFF[dtype], batch
+
+
+def test_plan_partial_outputs_and_no_params():
+    """Each output may be left out; without params the plan gives the z-VJP only."""
+    net = _net("gelu", "t", F64)
+    z, a = torch.randn(4, 3, dtype=F64), torch.randn(4, 3, dtype=F64)
+    t = torch.tensor(0.3, dtype=F64)
+    f, vz, vp = _vjp(net, t, z, a, list(net.parameters()))
+    plan = plan_for(net, z, ())
+    out_z = torch.empty(12, dtype=F64)
+    plan.vjp(t, z, a, out_z=out_z)
+    assert _rel(out_z, vz) <= 1e-12
+    plan = plan_for(net, z, list(net.parameters()))
+    out_p = torch.empty(plan.n_param, dtype=F64)
+    plan.vjp(t, z, a, out_p=out_p)
+    assert _rel(out_p, torch.cat(vp)) <= 1e-12
+
+
+def _grads(net, z0, t, fast_path, params=None, stats=None, **kw):
+    z, tt = z0.clone().requires_grad_(), t.clone().requires_grad_()
+    ys = nh.odeint_adjoint(net, z, tt, fast_path=fast_path, params=params, stats=stats,
+                           rtol=1e-6, atol=1e-8, **kw)
+    w = torch.linspace(-1, 1, ys.numel(), dtype=ys.dtype).view(ys.shape)
+    inputs = [z, tt, *(net.parameters() if params is None else params)]
+    inputs = [x for x in inputs if x.requires_grad]
+    g = torch.autograd.grad((ys * w).sum() + (ys ** 2).sum(), inputs)
+    return torch.cat([x.reshape(-1) for x in g])
+
+
+@pytest.fixture
+def count_vjp(monkeypatch):
+    """How often the readable autograd VJP ran (0 when the fast path did all the work)."""
+    calls = [0]
+    original = adjoint_module._vjp
+
+    def counted(*args, **kw):
+        calls[0] += 1
+        return original(*args, **kw)
+
+    monkeypatch.setattr(adjoint_module, "_vjp", counted)
+    return calls
+
+
+@pytest.mark.parametrize("seminorm", [True, False])
+@pytest.mark.parametrize("restore_z", [True, False])
+@pytest.mark.parametrize("adjoint", ["backsolve", "interpolated", "quadrature"])
+def test_adjoint_fast_path_same_gradient_and_nfe(adjoint, restore_z, seminorm, count_vjp):
+    net = _net("tanh", "sincos", F64, D=2, hidden=(16, 16))
+    z0 = torch.randn(6, 2, dtype=F64)
+    t = torch.tensor([0.0, 0.4, 1.0, 1.5], dtype=F64)
+    out = {}
+    for fast in (True, False):
+        count_vjp[0] = 0
+        stats = nh.Stats()
+        g = _grads(net, z0, t, fast, stats=stats, adjoint=adjoint, restore_z=restore_z,
+                   seminorm=seminorm)
+        out[fast] = (g, stats.forward.nfe, stats.backward.nfe, stats.backward.n_steps,
+                     count_vjp[0])
+    assert out[True][4] == 0 and out[False][4] > 0  # the fast path did run, and only it
+    assert _rel(out[True][0], out[False][0]) <= 1e-12
+    assert out[True][1:4] == out[False][1:4]  # NFE forward and backward, steps
+
+
+@pytest.mark.parametrize("activation", ["gelu", "softplus", "relu", "silu"])
+def test_adjoint_fast_path_float32_and_unbatched(activation):
+    net = _net(activation, "t", torch.float32, D=2, hidden=(8,))
+    z0 = torch.randn(2)  # unbatched state (D,)
+    t = torch.tensor([0.0, 0.5, 1.0])
+    g_fast, g_off = _grads(net, z0, t, True), _grads(net, z0, t, False)
+    assert _rel(g_fast, g_off) <= 1e-5
+
+
+def test_fast_path_against_backprop_through_the_solver():
+    """The fast-path adjoint gradient against an independent reference: backprop through
+    odeint (autograd through every solver step) at tight tolerances."""
+    net = _net("gelu", "t", F64, D=2, hidden=(12, 12))
+    z0 = torch.randn(4, 2, dtype=F64)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    tight = dict(rtol=1e-11, atol=1e-13)
+    z, tt = z0.clone().requires_grad_(), t.clone().requires_grad_()
+    ys = nh.odeint_adjoint(net, z, tt, fast_path=True, **tight)
+    g = torch.autograd.grad((ys ** 2).sum(), [z, tt, *net.parameters()])
+    z, tt = z0.clone().requires_grad_(), t.clone().requires_grad_()
+    ys = nh.odeint(net, z, tt, **tight)
+    ref = torch.autograd.grad((ys ** 2).sum(), [z, tt, *net.parameters()])
+    flat = torch.cat([x.reshape(-1) for x in g])
+    assert _rel(flat, torch.cat([x.reshape(-1) for x in ref])) <= 1e-8
+
+
+# ---- the cases that must fall back to autograd ---------------------------------------------
+def _frozen_first_layer(net):
+    for p in net.net[0].parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def _hooked(net):
+    net.net[2].register_forward_hook(lambda m, i, o: o * 1.0)
+    return net
+
+
+def _hooked_pre(net):
+    net.register_forward_pre_hook(lambda m, i: None)
+    return net
+
+
+class _OwnForward(nh.ODENet):
+    def forward(self, t, z):
+        return 0.5 * super().forward(t, z)
+
+
+def test_plan_for_refuses_what_it_cannot_reproduce():
+    z = torch.randn(4, 2, dtype=F64)
+    assert plan_for(nh.CNFField(2, 8).double(), torch.randn(4, 3, dtype=F64)) is None
+    assert plan_for(nh.LinearODE(torch.eye(2, dtype=F64)), z) is None
+    assert plan_for(_OwnForward(2, (4,)).double(), z) is None
+    assert plan_for(_hooked(nh.ODENet(2, (4, 4)).double()), z) is None
+    assert plan_for(_hooked_pre(nh.ODENet(2, (4,)).double()), z) is None
+    assert plan_for(nh.ODENet(2, (4,), nn.PReLU).double(), z) is None
+    assert plan_for(nh.ODENet(2, (4,), nn.LeakyReLU).double(), z) is None
+    assert plan_for(nh.ODENet(2, (4,)), z) is None  # float32 module, float64 z
+    assert plan_for(nh.ODENet(3, (4,)).double(), z) is None  # z's last axis is not D
+    net = nh.ODENet(2, (4,)).double()
+    assert plan_for(net, z, list(net.parameters())[:2]) is None  # a subset
+    assert plan_for(_frozen_first_layer(nh.ODENet(2, (4,)).double()), z) is None
+    net = nh.ODENet(2, (4,)).double()
+    net.net[0].weight.register_hook(lambda g: g)
+    assert plan_for(net, z, list(net.parameters())) is None  # a hook on a gradient
+    assert plan_for(nh.ODENet(2, (4,)).double(), z, list(net.parameters())) is None
+    assert plan_for(nh.ODENet(2, (4,)).double(), (z,)) is None
+
+
+@pytest.mark.parametrize("case", ["frozen", "hook", "subset", "cnf", "own_forward"])
+def test_fallbacks_give_the_autograd_gradient(case, count_vjp):
+    D = 3 if case == "cnf" else 2
+    net = {"frozen": lambda: _frozen_first_layer(nh.ODENet(2, (8, 8))),
+           "hook": lambda: _hooked(nh.ODENet(2, (8, 8))),
+           "subset": lambda: _frozen_first_layer(nh.ODENet(2, (8, 8))),
+           "cnf": lambda: nh.CNFField(2, 8),
+           "own_forward": lambda: _OwnForward(2, (8, 8))}[case]().double()
+    # params= given explicitly (in another order), all but the frozen first layer
+    params = list(net.parameters())[:1:-1] if case == "subset" else None
+    z0 = torch.randn(5, D, dtype=F64)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    count_vjp[0] = 0
+    g_fast = _grads(net, z0, t, True, params=params)
+    assert count_vjp[0] > 0  # autograd did the work
+    assert torch.equal(g_fast, _grads(net, z0, t, False, params=params))
+
+
+def test_dtype_mismatch_behaves_as_without_the_fast_path():
+    net = nh.ODENet(2, (4,))  # float32
+    z0 = torch.randn(3, 2, dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    errors = []
+    for fast in (True, False):
+        with pytest.raises(Exception) as info:
+            _grads(net, z0, t, fast)
+        errors.append((type(info.value), str(info.value)))
+    assert errors[0] == errors[1]
+
+
+def test_tuple_state_falls_back():
+    net = nh.ODENet(2, (4,)).double()
+    z0 = torch.randn(3, 2, dtype=F64, requires_grad=True)
+
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = net
+
+        def forward(self, t, z):
+            return (self.inner(t, z[0]), -z[1])
+
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    ys = nh.odeint_adjoint(Pair(), (z0, z0.detach().clone()), t, fast_path=True)
+    ys[0].sum().backward()
+    assert z0.grad is not None
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, None])
+def test_fast_path_must_be_a_bool(bad):
+    net = nh.ODENet(2, (4,))
+    with pytest.raises(TypeError, match="fast_path must be True or False"):
+        nh.odeint_adjoint(net, torch.randn(2), torch.tensor([0.0, 1.0]), fast_path=bad)
+
+
+# ---- random networks ---------------------------------------------------------------------
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(widths=st.lists(st.integers(1, 9), min_size=0, max_size=3),
+       D=st.integers(1, 4), activation=st.sampled_from(sorted(ACTIVATIONS)),
+       time=st.sampled_from(sorted(TIME_INPUTS)),
+       dtype=st.sampled_from([torch.float32, torch.float64]),
+       batch=st.sampled_from(BATCHES), scale=st.floats(0.1, 5.0), seed=st.integers(0, 2**16))
+def test_random_networks_match_autograd(widths, D, activation, time, dtype, batch, scale,
+                                        seed):
+    torch.manual_seed(seed)
+    net = nh.ODENet(D, widths, _factory(activation), **TIME_INPUTS[time]).to(dtype)
+    z = scale * torch.randn(*batch, D, dtype=dtype)
+    a = torch.randn(*batch, D, dtype=dtype)
+    t = torch.tensor(scale, dtype=dtype)
+    params = list(net.parameters())
+    perm = torch.randperm(len(params)).tolist()
+    assert _compare(net, z, a, t, [params[i] for i in perm]) <= ROUND_OFF[dtype] * 10
+
+
+def test_every_activation_and_time_input_is_recognised():
+    for name, time in itertools.product(ACTIVATIONS, TIME_INPUTS):
+        net = nh.ODENet(2, (3,), _factory(name), **TIME_INPUTS[time])
+        assert plan_for(net, torch.randn(2), list(net.parameters())) is not None, (name, time)
