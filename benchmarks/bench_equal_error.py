@@ -38,21 +38,25 @@ from neuralode_helpers import odeint, relative_error  # noqa: E402
 
 TOLS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
 LEVELS = (1e-3, 1e-4, 1e-5, 1e-6)
-OURS = ("ours adjoint (default: backsolve, seminorm, z restored)", "ours backprop through dopri5")
+# Ours with issue #25's fast path (the default, where the package has it) and without it (the
+# "fast path off" rows exist only where the package has the switch).
+OURS = (ba.DEFAULT_ADJOINT, ba.DEFAULT_BACKPROP, "ours adjoint, fast path off",
+        "ours backprop, fast path off")
 TORCHDIFFEQ = ("torchdiffeq adjoint, seminorm", "torchdiffeq backprop through dopri5")
 PEERS = ("torchode JointBacksolveAdjoint", "torchode AutoDiffAdjoint (backprop)",
          "diffrax BacksolveAdjoint, adjoint_rms_seminorm (jit)",
          "diffrax RecursiveCheckpointAdjoint (jit, its default)")
 
 
-def methods_at(rtol, problem):
-    """name -> (kind, run) at this tolerance, for the rows this comparison keeps."""
+def methods_at(rtol, problem, ours):
+    """name -> (kind, run) at this tolerance, for the rows this comparison keeps. Ours run on
+    ``ours`` (``ba.ours_field``: the same weights in the ODENet the fast path recognises)."""
     field, z0, t, target = problem
     atol = rtol / 10
     out = {}
-    for name, (_, kind, solve) in ba.solvers(rtol, atol).items():
+    for name, (lib, kind, solve) in ba.solvers(rtol, atol).items():
         if name in OURS + TORCHDIFFEQ:
-            out[name] = (kind, lambda solve=solve: ba.gradient(field, z0, t, target, solve))
+            out[name] = (kind, ba.runner(lib, solve, field, ours, z0, t, target))
     more, _ = _peers.torchode_methods(field, z0, t, target, ba.loss_fn, rtol, atol)
     more2, _, _ = _peers.diffrax_methods(field, z0, t, target, rtol, atol)
     for name, (_, kind, run) in {**more, **more2}.items():
@@ -67,9 +71,10 @@ def measure(repeats, tols):
     field64.load_state_dict({k: v.double() for k, v in problem[0].state_dict().items()})
     ref_g, *_ = ba.gradient(field64, z064, t64, target64, lambda f, z, tt: odeint(
         f, z, tt, rtol=ba.REF_RTOL, atol=ba.REF_ATOL))
+    ours = ba.ours_field(problem[0])
     points = {}  # name -> list of (rtol, error, median ms, kind)
     for rtol in tols:
-        methods = methods_at(rtol, problem)
+        methods = methods_at(rtol, problem, ours)
         for _, run in methods.values():
             run()  # warm-up (and jit compilation, excluded)
         runs = {name: [] for name in methods}
@@ -98,13 +103,19 @@ def at_level(pts, level):
     return best
 
 
+FAST_NOTE = ("the default rows with the fast path, the \"fast path off\" rows without it"
+             if ba.FAST_ADJOINT else "this version of the package has no fast path")
+
+
 def report(points, repeats, seconds):
     lines = [
         "# Equal-error comparison (work–precision)", "",
         f"`benchmarks/bench_equal_error.py`; {cpu_name()}, torch {torch.__version__}, "
         f"{', '.join(f'{k} {v}' for k, v in _peers.versions().items())}; one thread. "
         f"`bench_adjoint.py`'s problem (B = {ba.B}, D = {ba.D}, 2-64-64-2 tanh MLP, "
-        f"{ba.T_OBS} observation times, float32, dopri5) at rtol = "
+        f"{ba.T_OBS} observation times, float32, dopri5; ours on the same weights in an "
+        f"`ODENet` (the field issue #25's fast path recognises): "
+        f"{FAST_NOTE}) at rtol = "
         f"{', '.join(f'{r:g}' for r in sorted({p[0] for v in points.values() for p in v}))}"
         " with atol = rtol / 10, forward and backward. Time: median CPU time of "
         f"{repeats} forward + backward runs, the methods taking turns (diffrax's jit "

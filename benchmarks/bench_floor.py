@@ -2,7 +2,8 @@
 
 Run by hand (about a minute on a quiet machine, a third of it jax compiling)::
 
-    .venv/bin/python benchmarks/bench_floor.py     # writes benchmarks/floor_latest.md
+    .venv/bin/python benchmarks/bench_floor.py          # writes benchmarks/floor_latest.md
+    .venv/bin/python benchmarks/bench_floor.py --quick  # smoke run: results/floor_quick.md
 
 The goal of issue #13 is that our fastest gradient of each kind takes no longer than the
 fastest peer's, which is diffrax (jit-compiled JAX). This script asks whether that is possible
@@ -146,7 +147,32 @@ def jax_variants(net, z, a):
     }
 
 
-def main(repeats=25):
+def fast_path_variant(field, z, a):
+    """Issue #25's fast path (``neuralode_helpers.fastpath``: f and the VJPs by hand into
+    buffers, for an ODENet) per evaluation, into preallocated outputs, where this version of
+    the package has it: an internal API, hence guarded."""
+    try:
+        from neuralode_helpers import fastpath
+
+        ours = bench.ours_field(field)
+        plan = fastpath.plan_for(ours, z, list(ours.parameters()))
+        if plan is None:
+            return {}
+        n_p = sum(p.numel() for p in ours.parameters())
+        out_f, out_z, out_p = (torch.empty(n) for n in (z.numel(), z.numel(), n_p))
+        t0 = torch.zeros(())
+
+        def once():
+            plan.vjp(t0, z, a, out_f, out_z, out_p)
+
+        once()
+    except Exception:  # noqa: BLE001  (no fast path, or another signature: not measured)
+        return {}
+    return {"issue #25's fast path: f + VJP (eager, by hand, buffers)":
+            lambda: [once() for _ in range(CALLS)]}
+
+
+def main(repeats=25, out=None):
     torch.set_num_threads(1)
     field, z0, t, target = bench.make_problem()
     net = field.net
@@ -174,6 +200,7 @@ def main(repeats=25):
         "PyTorch: tanh of (256, 64)": calls(lambda: torch.tanh(h, out=floor.s1)),
         "PyTorch: (256, 64) x (64, 64) + bias":
             calls(lambda: torch.addmm(floor.b2, h, floor.w2t, out=floor.s2)),
+        **fast_path_variant(field, z0, a),
         **jax_variants(net, z0, a),
     }
     print(f"hand-written VJP against autograd: largest difference {diff:.1e}", flush=True)
@@ -181,19 +208,31 @@ def main(repeats=25):
     for k, (us, s) in per.items():
         print(f"{k:>58}: {us:7.1f} us  (IQR/median {s:.0%})", flush=True)
 
-    # Whole gradients, ours and diffrax's, in the same run; NFE from our own counts.
-    ours = {
-        "ours, adjoint (default)": lambda f, z, tt: odeint_adjoint(f, z, tt, rtol=bench.RTOL,
-                                                                 atol=bench.ATOL),
-        "ours, backprop through dopri5": lambda f, z, tt: odeint(f, z, tt, rtol=bench.RTOL,
-                                                                 atol=bench.ATOL),
-    }
+    # Whole gradients, ours and diffrax's, in the same run. Ours run on the same weights in the
+    # ODENet that issue #25's fast path recognises (NFE from Stats), with the fast path off too
+    # where the package has the switch; the VJPs that backprop takes are counted on the
+    # autograd path (CountedMLP: the field's tanh_backward, which the fast path does not run).
+    ours_f = bench.ours_field(field)
+
+    def solve_of(fn, **kw):
+        return lambda f, z, tt, stats=None: fn(f, z, tt, rtol=bench.RTOL, atol=bench.ATOL,
+                                               stats=stats, **kw)
+
+    ours = {"ours, adjoint (default)": solve_of(odeint_adjoint),
+            "ours, backprop through dopri5": solve_of(odeint)}
+    if bench.FAST_ADJOINT:
+        ours["ours, adjoint, fast path off"] = solve_of(odeint_adjoint, fast_path=False)
+    if bench.FAST_ODEINT:
+        ours["ours, backprop, fast path off"] = solve_of(odeint, fast_path=False)
     nfe, ops, whole = {}, {}, {}
     for name, solve in ours.items():
-        r = bench.gradient(field, z0, t, target, solve)
+        r = bench.gradient(ours_f, z0, t, target, solve, stats=True)
         nfe[name] = (r[2], r[3])
-        ops[name] = count_ops(lambda s=solve: bench.gradient(field, z0, t, target, s))
-        whole[name] = (lambda s=solve: bench.gradient(field, z0, t, target, s))
+        ops[name] = count_ops(lambda s=solve: bench.gradient(ours_f, z0, t, target, s,
+                                                             stats=True))
+        whole[name] = (lambda s=solve: bench.gradient(ours_f, z0, t, target, s, stats=True))
+    v_bp = count_ops(lambda: bench.gradient(field, z0, t, target,
+                                            ours["ours, backprop through dopri5"]))[1]
     peers, skipped, compile_s = _peers.diffrax_methods(field, z0, t, target, bench.RTOL,
                                                        bench.ATOL)
     for name, (_lib, _kind, run) in peers.items():
@@ -210,7 +249,6 @@ def main(repeats=25):
     t_fv_eager = per["PyTorch eager: f + VJP (autograd.grad, as our adjoint)"][0] / 1e3
     (n_adj, m_adj), (n_bp, _) = nfe["ours, adjoint (default)"], nfe[
         "ours, backprop through dopri5"]
-    v_bp = ops["ours, backprop through dopri5"][1]
     # The fewest backward evaluations a backsolve adjoint can take: one dopri5 step (6 new
     # evaluations) per interval between observation times, plus the first evaluation.
     m_min = 6 * (bench.T_OBS - 1) + 1
@@ -227,10 +265,11 @@ def main(repeats=25):
             kernels=n_bp * t_f + v_bp * (t_fv - t_f),
             autograd=(n_bp - v_bp) * t_f_eager + v_bp * t_fv_eager),
     }
-    write_report(per, grads, floors, nfe, ops, op_us, diff, skipped, compile_s, repeats)
+    write_report(per, grads, floors, nfe, ops, op_us, diff, skipped, compile_s, repeats,
+                 out or HERE / "floor_latest.md")
 
 
-def write_report(per, grads, floors, nfe, ops, op_us, diff, skipped, compile_s, repeats):
+def write_report(per, grads, floors, nfe, ops, op_us, diff, skipped, compile_s, repeats, out):
     v = _peers.versions()
     lines = [
         "# The PyTorch kernel floor on the benchmark's problem (issue #13)",
@@ -238,7 +277,12 @@ def write_report(per, grads, floors, nfe, ops, op_us, diff, skipped, compile_s, 
         f"Machine: {cpu_name()}, {platform.python_version()}; torch {torch.__version__}, "
         f"jax {v['jax']}, diffrax {v['diffrax']}; one thread (torch and XLA). CPU time, "
         f"medians of {repeats} runs, the variants taking turns (IQR / median in brackets). "
-        "Written by `benchmarks/bench_floor.py`; the problem is `bench_adjoint.py`'s.",
+        "Written by `benchmarks/bench_floor.py`; the problem is `bench_adjoint.py`'s. Our "
+        "whole gradients run on the same weights in an `ODENet` (the field issue #25's fast "
+        "path recognises, "
+        + ("with the fast path, the default, and with it off where the row says so)."
+           if bench.FAST_ADJOINT else "but this version of the package has no fast path).")
+        + " The floors' VJP count for backprop comes from the autograd path.",
         "",
         f"The hand-written VJP matches autograd to {diff:.1e}.",
         "",
@@ -295,10 +339,13 @@ def write_report(per, grads, floors, nfe, ops, op_us, diff, skipped, compile_s, 
         lines.append(f"- {name}: {n:,} operations, {n * op_us / 1e3:.1f} ms at "
                      f"{op_us:.1f} µs each")
     lines.append("")
-    out = HERE / "floor_latest.md"
+    out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(lines))
     print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    main()
+    if "--quick" in sys.argv[1:]:  # a smoke run: 3 repeats, to results/ (git ignores it)
+        main(repeats=3, out=HERE / "results" / "floor_quick.md")
+    else:
+        main()
