@@ -31,8 +31,6 @@ order of the ``params`` list the caller gives.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn.modules import module as _module
@@ -43,11 +41,15 @@ _DTYPES = (torch.float32, torch.float64)
 
 
 # ---- activations: σ(u) into x, and δ ← δ ⊙ σ'(u) in place ----------------------------------
+_aten = torch.ops.aten
+
+
 class _Activation:
     """One element-wise activation. ``forward(u, x)`` writes σ(u) into x;
-    ``backprop(d, u, x, buf)`` multiplies d in place by σ'(u) (``buf`` holds the scratch
-    tensors ``s``, ``w``, ``v`` of u's shape and a bool ``mask``). ``keeps_u = False``: the
-    derivative is computed from the output x alone, so x may overwrite u (one buffer)."""
+    ``backprop(d, u, x)`` multiplies d in place by σ'(u), with PyTorch's own backward kernel
+    for the activation (the one autograd calls: the same numbers, one fused kernel).
+    ``keeps_u = False``: the derivative is computed from the output x alone, so x may
+    overwrite u (one buffer)."""
 
     keeps_u = True
 
@@ -58,52 +60,42 @@ class _Tanh(_Activation):
     def forward(self, u, x):
         torch.tanh(u, out=x)
 
-    def backprop(self, d, u, x, buf):
-        torch.addcmul(buf.one, x, x, value=-1.0, out=buf.s)
-        d.mul_(buf.s)
+    def backprop(self, d, u, x):
+        _aten.tanh_backward.grad_input(d, x, grad_input=d)
 
 
 class _Sigmoid(_Activation):
-    keeps_u = False  # σ' = (1 - x) x, in PyTorch's order (x - x² loses digits near x = 1)
+    keeps_u = False  # σ' = (1 - x) x
 
     def forward(self, u, x):
         torch.sigmoid(u, out=x)
 
-    def backprop(self, d, u, x, buf):
-        torch.neg(x, out=buf.s)
-        buf.s.add_(1.0).mul_(x)
-        d.mul_(buf.s)
+    def backprop(self, d, u, x):
+        _aten.sigmoid_backward.grad_input(d, x, grad_input=d)
 
 
 class _ReLU(_Activation):
-    keeps_u = False  # δ = 0 where x <= 0, as PyTorch's threshold_backward of the result
+    keeps_u = False  # σ' = 0 where x <= 0, else 1
 
     def forward(self, u, x):
         torch.clamp_min(u, 0.0, out=x)
 
-    def backprop(self, d, u, x, buf):
-        torch.le(x, 0.0, out=buf.mask)
-        d.masked_fill_(buf.mask, 0.0)
+    def backprop(self, d, u, x):
+        _aten.threshold_backward.grad_input(d, x, 0, grad_input=d)
 
 
 class _SiLU(_Activation):
     """σ(u) = u s(u), σ' = s(u) (1 + u (1 - s(u))), s the logistic sigmoid."""
 
     def forward(self, u, x):
-        torch.sigmoid(u, out=x)
-        x.mul_(u)
+        torch._C._nn.silu(u, out=x)
 
-    def backprop(self, d, u, x, buf):
-        s, w = buf.s, buf.w
-        torch.sigmoid(u, out=s)
-        torch.addcmul(u, u, s, value=-1.0, out=w)  # u (1 - s)
-        w.add_(1.0).mul_(s)
-        d.mul_(w)
+    def backprop(self, d, u, x):
+        _aten.silu_backward.grad_input(d, u, grad_input=d)
 
 
 class _ELU(_Activation):
-    """σ(u) = u for u > 0, α(eᵘ - 1) else; σ' = 1 for u > 0, α eᵘ else (the input's sign, as
-    PyTorch's elu_backward of a module that is not in place)."""
+    """σ(u) = u for u > 0, α(eᵘ - 1) else; σ' = 1 for u > 0, α eᵘ else."""
 
     def __init__(self, alpha):
         self.alpha = float(alpha)
@@ -111,18 +103,13 @@ class _ELU(_Activation):
     def forward(self, u, x):
         torch._C._nn.elu(u, self.alpha, 1.0, 1.0, out=x)
 
-    def backprop(self, d, u, x, buf):
-        s = buf.s
-        torch.exp(u, out=s)
-        s.mul_(self.alpha)
-        torch.gt(u, 0.0, out=buf.mask)
-        s.masked_fill_(buf.mask, 1.0)
-        d.mul_(s)
+    def backprop(self, d, u, x):
+        _aten.elu_backward.grad_input(d, self.alpha, 1.0, 1.0, False, u, grad_input=d)
 
 
 class _Softplus(_Activation):
-    """σ(u) = log(1 + e^{βu}) / β, and u itself where βu > threshold; σ' = s(βu) below the
-    threshold, 1 above (PyTorch's softplus_backward, e^{βu} / (e^{βu} + 1))."""
+    """σ(u) = log(1 + e^{βu}) / β, and u itself where βu > threshold; σ' = e^{βu} / (e^{βu} +
+    1) below the threshold, 1 above."""
 
     def __init__(self, beta, threshold):
         self.beta, self.threshold = float(beta), float(threshold)
@@ -130,23 +117,14 @@ class _Softplus(_Activation):
     def forward(self, u, x):
         torch._C._nn.softplus(u, self.beta, self.threshold, out=x)
 
-    def backprop(self, d, u, x, buf):
-        s = buf.s
-        torch.mul(u, self.beta, out=s)
-        torch.gt(s, self.threshold, out=buf.mask)
-        s.sigmoid_()
-        s.masked_fill_(buf.mask, 1.0)
-        d.mul_(s)
+    def backprop(self, d, u, x):
+        _aten.softplus_backward.grad_input(d, u, self.beta, self.threshold, grad_input=d)
 
 
 class _GELU(_Activation):
     r"""Exact (``approximate="none"``): σ(u) = u Φ(u), σ' = Φ(u) + u φ(u). Tanh approximation:
     σ(u) = ½u(1 + tanh r), r = k(u + κu³), σ' = ½(1 + tanh r) + ½ku(1 - tanh² r)(1 + 3κu²),
-    k = √(2/π), κ = 0.044715 (PyTorch's gelu_backward)."""
-
-    _K = math.sqrt(2.0 / math.pi)
-    _KAPPA = 0.044715
-    _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+    k = √(2/π), κ = 0.044715."""
 
     def __init__(self, approximate):
         self.approximate = approximate
@@ -154,24 +132,8 @@ class _GELU(_Activation):
     def forward(self, u, x):
         torch._C._nn.gelu(u, approximate=self.approximate, out=x)
 
-    def backprop(self, d, u, x, buf):
-        s, w, v = buf.s, buf.w, buf.v
-        if self.approximate == "none":
-            torch.mul(u, u, out=w)
-            w.mul_(-0.5).exp_().mul_(u).mul_(self._INV_SQRT_2PI)  # u φ(u)
-            torch.mul(u, math.sqrt(0.5), out=s)
-            s.erf_().add_(1.0).mul_(0.5).add_(w)  # Φ(u) + u φ(u)
-            d.mul_(s)
-            return
-        k, kappa = self._K, self._KAPPA
-        torch.mul(u, u, out=w)  # u²
-        torch.mul(w, kappa, out=s)
-        s.add_(1.0).mul_(u).mul_(k).tanh_()  # tanh r
-        w.mul_(3.0 * kappa).add_(1.0).mul_(u).mul_(0.5 * k)  # ½ku(1 + 3κu²)
-        torch.addcmul(buf.one, s, s, value=-1.0, out=v)  # 1 - tanh² r
-        w.mul_(v)
-        s.add_(1.0).mul_(0.5).add_(w)
-        d.mul_(s)
+    def backprop(self, d, u, x):
+        _aten.gelu_backward.grad_input(d, u, approximate=self.approximate, grad_input=d)
 
 
 def _activation(module):
@@ -258,18 +220,20 @@ def plan_for(func, z, params=()):
         if len(params) != len(tensors) or any(id(p) not in where for p in tensors):
             return None
         offsets = [(where[id(m.weight)], where[id(m.bias)]) for m in linears]
-    return Plan(linears, acts, D, func.time_input if n_time else None, offsets,
+    plan = Plan(linears, acts, D, func.time_input if n_time else None, offsets,
                 sum(p.numel() for p in params))
+    plan.module = func
+    return plan
 
 
 # ---- the plan ------------------------------------------------------------------------------
 class _Buffers:
     """The tensors of one evaluation for M rows: the input x₀ (with the time columns), per
-    hidden layer u, x (one tensor when the activation needs only its output), δ, scratch."""
+    hidden layer u, x (one tensor when the activation needs only its output) and δ."""
 
     def __init__(self, widths, acts, M, dtype, device, n_time):
-        def e(*shape, kind=dtype):
-            return torch.empty(shape, dtype=kind, device=device)
+        def e(*shape):
+            return torch.empty(shape, dtype=dtype, device=device)
 
         self.x0 = e(M, widths[0]) if n_time else None
         self.u, self.x, self.d = [], [], []
@@ -278,22 +242,8 @@ class _Buffers:
             self.u.append(u)
             self.x.append(e(M, w) if act.keeps_u else u)
             self.d.append(e(M, w))
-        hidden = max(widths[1:-1], default=1)
-        self.s, self.w, self.v = e(M, hidden), e(M, hidden), e(M, hidden)
-        self.mask = e(M, hidden, kind=torch.bool)
-        self.one = torch.ones((), dtype=dtype, device=device)
         self.g = e(M, widths[-1])  # -a
         self.f = e(M, widths[-1])  # f when the caller does not want it
-
-
-class _Scratch:
-    """Views of the shared scratch of :class:`_Buffers` for one layer's width."""
-
-    __slots__ = ("s", "w", "v", "mask", "one")
-
-    def __init__(self, buf, width):
-        self.s, self.w, self.v = (b[:, :width] for b in (buf.s, buf.w, buf.v))
-        self.mask, self.one = buf.mask[:, :width], buf.one
 
 
 class Plan:
@@ -309,6 +259,7 @@ class Plan:
 
     def __init__(self, linears, acts, D, time_input, offsets, n_param):
         # Detached views share storage with the parameters: updates in place are seen.
+        self.tensors = [p for m in linears for p in (m.weight, m.bias)]
         self.weights = [m.weight.detach() for m in linears]
         self.biases = [m.bias.detach() for m in linears]
         self.weights_t = [w.t() for w in self.weights]
@@ -325,7 +276,6 @@ class Plan:
         if buf is None:
             buf = self._cache[key] = _Buffers(self.widths, self.acts, M, dtype, device,
                                               self.n_time)
-            buf.scratch = [_Scratch(buf, w) for w in self.widths[1:-1]]
         return buf
 
     def _input(self, t, z2, buf):
@@ -382,7 +332,7 @@ class Plan:
                 break
             d_prev = buf.d[k - 1]
             torch.mm(d, self.weights[k], out=d_prev)
-            self.acts[k - 1].backprop(d_prev, buf.u[k - 1], buf.x[k - 1], buf.scratch[k - 1])
+            self.acts[k - 1].backprop(d_prev, buf.u[k - 1], buf.x[k - 1])
             d = d_prev
         if out_z is not None:
             torch.mm(d, self.wz, out=out_z.view(-1, D))
