@@ -171,6 +171,14 @@ def _has_hooks(module):
     return any(getattr(p, "_backward_hooks", None) for p in module.parameters())
 
 
+def _autocast(device_type):
+    """Whether autocast would run the layers in a lower precision (the plan does not)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except (TypeError, RuntimeError):  # an older torch, or a device type it does not know
+        return torch.is_autocast_enabled()
+
+
 def plan_for(func, z, params=()):
     """A :class:`Plan` that evaluates ``func`` (an :class:`~.models.ODENet`) and its VJPs by
     hand, or None where the autograd path must be used.
@@ -179,10 +187,11 @@ def plan_for(func, z, params=()):
     ``params``: the tensors whose VJP is asked for, in the order of the flat output; they
     must be exactly the module's parameters (each requiring grad), or empty (no parameter
     VJP). None (fall back) for: any other module (a subclass with its own forward, a
-    CNF's field, a user's module), a layer or activation not reproduced here, hooks, a
-    dtype, device or tensor type other than the module's float32/float64 parameters', a
-    parameter that does not require grad, ``params`` that are not all of the module's
-    parameters, a parameter used by two layers, a z whose last axis is not the state."""
+    CNF's field, a user's module), a layer or activation not reproduced here, hooks,
+    autocast (the plan computes in the parameters' dtype), a dtype, device or tensor
+    type other than the module's float32/float64 parameters', a parameter that does not
+    require grad, ``params`` that are not all of the module's parameters, a parameter
+    used by two layers, a z whose last axis is not the state."""
     if not isinstance(func, ODENet) or type(func).forward is not ODENet.forward:
         return None
     net = getattr(func, "net", None)
@@ -191,7 +200,7 @@ def plan_for(func, z, params=()):
     if type(z) is not torch.Tensor or z.dtype not in _DTYPES or z.ndim < 1:
         return None
     D = func.state_dim
-    if z.shape[-1] != D or _has_hooks(func):
+    if z.shape[-1] != D or _has_hooks(func) or _autocast(z.device.type):
         return None
     mods = list(net)
     linears, acts = mods[0::2], [_activation(m) for m in mods[1::2]]

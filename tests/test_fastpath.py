@@ -207,6 +207,8 @@ def test_plan_for_refuses_what_it_cannot_reproduce():
     assert plan_for(net, z, list(net.parameters())) is None  # a hook on a gradient
     assert plan_for(nh.ODENet(2, (4,)).double(), z, list(net.parameters())) is None
     assert plan_for(nh.ODENet(2, (4,)).double(), (z,)) is None
+    with torch.autocast("cpu"):
+        assert plan_for(nh.ODENet(2, (4,)).double(), z) is None
 
 
 @pytest.mark.parametrize("case", ["frozen", "hook", "subset", "cnf", "own_forward"])
