@@ -417,6 +417,27 @@ def ours_one_window_at_a_time(n_windows):
     return (time.process_time() - start) / n_windows
 
 
+def train_field_note():
+    """Whether issue #25's fast path recognises the field that ``train`` solves (a
+    ``WindowedField`` around the ODENet: one time per window): asked of the package's
+    ``fastpath.plan_for`` where it has one (an internal API, hence guarded)."""
+    try:
+        from neuralode_helpers import fastpath
+    except ImportError:
+        return ""
+    try:
+        model = seed_model()
+        t0 = torch.linspace(-1.0, 9.0, 100)
+        plan = fastpath.plan_for(WindowedField(model, t0, 1.0), torch.zeros(100, 1),
+                                 list(model.parameters()))
+    except Exception as exc:  # noqa: BLE001
+        return f"(Whether the fast path recognises `train`'s field: not known, {exc}.) "
+    return ("The fast path recognises `train`'s field (a `WindowedField` around the ODENet). "
+            if plan is not None else
+            "The fast path does not recognise `train`'s field (a `WindowedField` around the "
+            "ODENet, one time per window): these rows run the autograd path. ")
+
+
 def bench_training(steps, n_seed, rounds):
     rows = []
     per_window = seed_way(n_seed)
@@ -592,6 +613,7 @@ def report(grad_rows, info, train_rows, repeats, steps, n_seed, quick, rounds=1)
         + ("The fast path's switch is `train(..., fast_path=False)`. " if FAST_TRAIN else
            "`train` has no `fast_path` switch in this version: its rows run whatever the "
            "package does by default (no \"fast path off\" rows). ")
+        + train_field_note()
         + "One-window rows: one window per Adam step, scipy "
         f"LSODA at solve_ivp's defaults (rtol=1e-3, atol=1e-6) like the naive loop, {n_seed} "
         "windows timed (CPU time) and scaled. The original notebook's own figure, on its "
