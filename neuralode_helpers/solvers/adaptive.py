@@ -20,7 +20,7 @@ import torch
 
 from ..errors import SolverError
 from .controller import initial_step
-from .rk import dense_output, error_estimate, rk_step
+from .rk import LeanRK, dense_output, error_estimate, lean_applies, rk_step
 
 # A step below this fraction of |t| (or of 1) changes t by round-off only: give up there.
 _UNDERFLOW = 1e-14
@@ -116,6 +116,8 @@ class _AdaptiveLoop:
         else:
             self.h = abs(float(first_step))
         self.y, self.f0, self.tc = y0, f0, tf[0]
+        # No graph is being built: the same steps with fewer tensor operations (rk.LeanRK).
+        self.lean = LeanRK(self.tab) if lean_applies(self.step) else None
         self.base = 0  # the last output time landed on: times are offsets from it
         self.i = 1  # the next output time to emit
         self.n_attempts = 0  # since the last output time was passed
@@ -153,6 +155,10 @@ class _AdaptiveLoop:
         h_arg = (self.t[target] - t_cur) if lands else self.direction * size
         if self.hooks is not None:
             self.hooks.step(t_cur, self.y, h_arg)
+        if self.lean is not None:
+            y1, ks = self.lean.step(self.f, t_cur, h_arg, self.y, self.f0)
+            ratio = self.norm.lean(self.lean.error(), self.lean.y0, self.lean.y1, y1.shape)
+            return _Attempt(target, lands, size, t_cur, h_arg, y1, ks, ratio)
         y1, ks = self.step(self.f, self.tab, t_cur, h_arg, self.y, self.f0)
         with torch.no_grad():  # step sizes are not differentiated: keep no graph for them
             ratio = self.norm(error_estimate(self.tab, h_arg, ks), self.y, y1)
@@ -207,6 +213,8 @@ class _AdaptiveLoop:
                     y_cb = self.callback(self.i, y1)
                     if y_cb is not y1:
                         y1, f1 = y_cb, None
+            elif self.lean is not None:
+                self.out.append(self.lean.dense(self.y, (tf[self.i] - self.tc) / self.lean.h))
             else:
                 theta = (self.t[self.i] - a.t_cur) / a.h_arg
                 self.out.append(dense_output(self.tab, self.y, a.ks, a.h_arg, theta))
