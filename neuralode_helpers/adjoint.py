@@ -255,8 +255,13 @@ def _backsolve(cfg, t, ys, grad_ys, params):
         f, vz, vp = _vjp(func, tt, y[:n].view(shape), y[n:2 * n].view(shape), params)
         return torch.cat([f.reshape(-1), vz, *vp])
 
+    quad = None
     if cfg.plan is not None:  # the same right-hand side, by hand (see fastpath.py)
         augmented = cfg.plan.backsolve_rhs(n, bool(params))  # noqa: F811
+        if params and _STEP_QUADRATURE and _params_outside_control(cfg):
+            # a_θ out of the state: summed over the accepted steps only
+            quad = cfg.plan.step_quadrature(n, TABLEAUS[cfg.adjoint_method].b)
+            augmented, n_param = quad.rhs, 0
 
     y_end = torch.cat([ys[-1].reshape(-1), grad_ys[-1].reshape(-1), ys.new_zeros(n_param)])
     check = None
@@ -268,9 +273,26 @@ def _backsolve(cfg, t, ys, grad_ys, params):
 
     jump = _jumps(grad_ys, n, 2 * n, restore=(ys, n) if cfg.restore_z else None,
                   check=check)
-    y0 = _adjoint_solve(cfg, augmented, y_end, t, jump,
-                        [("z", n), ("a", n), ("a_θ", n_param)])[-1]
+    layout = [("z", n), ("a", n)] + ([] if quad else [("a_θ", n_param)])
+    y0 = _adjoint_solve(cfg, augmented, y_end, t, jump, layout,
+                        on_step=None if quad is None else quad.on_step)[-1]
+    if quad is not None:
+        return y0[n:2 * n], quad.total
     return y0[n:2 * n], y0[2 * n:]
+
+
+# Whether the fast path's backsolve sums dL/dθ over the accepted steps (fastpath.StepQuadrature)
+# where a_θ plays no part in the step-size control.
+_STEP_QUADRATURE = True
+
+
+def _params_outside_control(cfg):
+    """Whether a_θ leaves the backward steps unchanged: a torch method under the seminorm
+    without a norm of the user's that sees a_θ (or a fixed step: no control at all)."""
+    family = method_family(cfg.adjoint_method)
+    if family == "fixed":
+        return True
+    return family == "adaptive" and cfg.seminorm and cfg.adjoint_norm is None
 
 
 def _interpolated(cfg, traj, t, ys, grad_ys, params):
@@ -660,7 +682,10 @@ def odeint_adjoint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", option
         (:mod:`~neuralode_helpers.fastpath`) instead of through autograd: the same numbers
         to round-off, fewer operations. Anything else (another module, hooks on it, a frozen
         layer or a subset of its parameters, a tuple state, a dtype or device other than
-        the parameters') uses autograd, as ``False`` always does.
+        the parameters') uses autograd, as ``False`` always does. On the fast path the
+        backsolve under the seminorm (or with a fixed step) carries only [z, a] and sums
+        dL/dθ over its accepted steps (a_θ never changes the steps there): the same
+        gradient to round-off, with no parameter-sized work on rejected steps.
 
     Returns
     -------

@@ -20,8 +20,11 @@ and, for the vector :math:`g = -a`,
 
 summed over the batch for the parameters (:math:`W_{1,z}` the columns of :math:`W_1` that
 read z). Every product is one ``torch`` kernel writing into a buffer (``out=``), kept per
-batch size and dtype; :math:`\sigma'` is computed by hand for each supported activation,
-with the formulas PyTorch's own backward uses.
+batch size and dtype; :math:`\delta \odot \sigma'(u)` is PyTorch's own backward kernel of
+each activation (``tanh_backward``, ``gelu_backward``, ...: the one autograd calls), so the
+numbers are autograd's to round-off, without the autograd machinery around them. Under
+the seminorm the backsolve can also leave a_θ out of its state and sum the parameter VJPs
+over its accepted steps only (:class:`StepQuadrature`).
 
 :func:`plan_for` recognises the module and returns a :class:`Plan`, or None for anything it
 cannot reproduce exactly (the caller then uses autograd). Shapes: z is ``(..., D)`` (any
@@ -229,10 +232,8 @@ def plan_for(func, z, params=()):
         if len(params) != len(tensors) or any(id(p) not in where for p in tensors):
             return None
         offsets = [(where[id(m.weight)], where[id(m.bias)]) for m in linears]
-    plan = Plan(linears, acts, D, func.time_input if n_time else None, offsets,
+    return Plan(linears, acts, D, func.time_input if n_time else None, offsets,
                 sum(p.numel() for p in params))
-    plan.module = func
-    return plan
 
 
 # ---- the plan ------------------------------------------------------------------------------
@@ -252,7 +253,6 @@ class _Buffers:
             self.x.append(e(M, w) if act.keeps_u else u)
             self.d.append(e(M, w))
         self.g = e(M, widths[-1])  # -a
-        self.f = e(M, widths[-1])  # f when the caller does not want it
 
 
 class Plan:
@@ -263,12 +263,12 @@ class Plan:
     :math:`-(\\partial f/\\partial z)^\\top a` into ``out_z`` (both of z's numel) and
     :math:`-(\\partial f/\\partial\\theta)^\\top a` into ``out_p`` (flat, ``n_param``, in the
     order of the ``params`` given to :func:`plan_for`); any of them may be None (not wanted).
-    ``augmented(t, y, n, shape)`` etc. build the adjoints' flat right-hand sides from these.
+    :meth:`backsolve_rhs`, :meth:`interpolated_rhs` and :meth:`step_quadrature` build the
+    adjoints' right-hand sides from these.
     """
 
     def __init__(self, linears, acts, D, time_input, offsets, n_param):
         # Detached views share storage with the parameters: updates in place are seen.
-        self.tensors = [p for m in linears for p in (m.weight, m.bias)]
         self.weights = [m.weight.detach() for m in linears]
         self.biases = [m.bias.detach() for m in linears]
         self.weights_t = [w.t() for w in self.weights]
@@ -369,3 +369,87 @@ class Plan:
             return out
 
         return rhs
+
+    def step_quadrature(self, n, b):
+        """A :class:`StepQuadrature` for the backsolve with the tableau weights ``b``."""
+        return StepQuadrature(self, n, b)
+
+    def _vjp_recording(self, t, z, a, out_f, out_z):
+        """As :meth:`vjp` without the parameter VJP, into fresh tensors that are returned:
+        per layer k, (δ_k, x_{k-1}), from which -(∂f/∂W_k)ᵀa = δ_kᵀ x_{k-1} and
+        -(∂f/∂b_k)ᵀa = Σ_rows δ_k."""
+        D = self.D
+        z2 = z.detach().reshape(-1, D)
+        if self.n_time:
+            x = self._input(t, z2, self._buffers(z2.shape[0], z.dtype, z.device)).clone()
+        else:
+            x = z2.clone()  # z may be a view of a buffer the solver reuses
+        xs, us = [x], []
+        for k, act in enumerate(self.acts):
+            u = torch.addmm(self.biases[k], x, self.weights_t[k])
+            x = torch.empty_like(u) if act.keeps_u else u
+            act.forward(u, x)
+            us.append(u)
+            xs.append(x)
+        torch.addmm(self.biases[-1], x, self.weights_t[-1], out=out_f.view(-1, D))
+        d = torch.neg(a.reshape(-1, D))
+        ds = [d]
+        for k in range(len(self.weights) - 1, 0, -1):
+            d = torch.mm(d, self.weights[k])
+            self.acts[k - 1].backprop(d, us[k - 1], xs[k])
+            ds.append(d)
+        torch.mm(d, self.wz, out=out_z.view(-1, D))
+        return list(zip(ds[::-1], xs))
+
+
+class StepQuadrature:
+    r"""The backsolve's parameter integral accumulated over accepted steps only.
+
+    Under the seminorm a_θ never enters the step-size control, and nothing in the dynamics
+    depends on it: the solver's update of a_θ over an accepted step is
+    :math:`h \sum_j b_j k^\theta_j` with :math:`k^\theta_j = -(\partial f/\partial
+    \theta)^\top a` at stage j. So the backward state is only [z, a] (2n instead of 2n + P),
+    each evaluation keeps its δ_k and layer inputs x_{k-1} (looked up by the identity of
+    the tensor it returned, which the solver passes back in ``ks``), and each accepted step
+    adds :math:`h\, b_j\, \delta_{k,j}^\top x_{k-1,j}` per stage and layer (rejected steps
+    and stages with :math:`b_j = 0` cost nothing). ``rhs`` is the right-hand side of [z,
+    a]; ``on_step`` the solver's callback; ``total`` the flat integral, in ``params``
+    order."""
+
+    def __init__(self, plan, n, b):
+        self.plan, self.n, self.b = plan, n, [float(x) for x in b]
+        self.total = None
+        self._records = {}
+
+    def rhs(self, t, y):
+        n = self.n
+        out = torch.empty(2 * n, dtype=y.dtype, device=y.device)
+        record = self.plan._vjp_recording(t, y[:n], y[n:], out[:n], out[n:])
+        self._records[id(out)] = (out, record)  # holding out keeps its id unique
+        if self.total is None:
+            self.total = torch.zeros(self.plan.n_param, dtype=y.dtype, device=y.device)
+        return out
+
+    def on_step(self, t, t_new, h, y, y_new, ks):
+        plan, total = self.plan, self.total
+        used = [(bj, k) for bj, k in zip(self.b, ks) if bj]
+        entries = []
+        for _, k in used:
+            entry = self._records.get(id(k))
+            if entry is None or entry[0] is not k:
+                raise RuntimeError("internal error: a stage of the backward solve was not "
+                                   "evaluated by the fast path's right-hand side")
+            entries.append(entry[1])
+        weights = torch.tensor([h * bj for bj, _ in used], dtype=total.dtype,
+                               device=total.device).view(-1, 1, 1)
+        # Per layer, one matrix product over the stages stacked along the rows:
+        # Σ_j h b_j δ_jᵀ x_j = [h b_j δ_j]_jᵀ [x_j]_j.
+        for layer, (w, (ow, ob)) in enumerate(zip(plan.weights, plan.offsets)):
+            d = torch.stack([e[layer][0] for e in entries]).mul_(weights)
+            x = torch.stack([e[layer][1] for e in entries])
+            d, x = d.view(-1, d.shape[-1]), x.view(-1, x.shape[-1])
+            total[ow:ow + w.numel()].view(w.shape).addmm_(d.t(), x)
+            total[ob:ob + w.shape[0]].add_(d.sum(0))
+        # Only the last stage can be used again (the next step's first, FSAL).
+        last = self._records.get(id(ks[-1]))
+        self._records = {} if last is None else {id(ks[-1]): last}

@@ -289,3 +289,68 @@ def test_every_activation_and_time_input_is_recognised():
     for name, time in itertools.product(ACTIVATIONS, TIME_INPUTS):
         net = nh.ODENet(2, (3,), _factory(name), **TIME_INPUTS[time])
         assert plan_for(net, torch.randn(2), list(net.parameters())) is not None, (name, time)
+
+
+# ---- dL/dθ summed over the accepted steps (fastpath.StepQuadrature) -----------------------
+STEP_METHODS = {
+    "dopri5": {}, "tsit5": {}, "bosh3": {}, "adaptive_heun": {}, "dopri8": {},
+    "rk4": dict(options={"step_size": 0.05}), "euler": dict(options={"step_size": 0.05}),
+}
+
+
+@pytest.mark.parametrize("restore_z", [True, False])
+@pytest.mark.parametrize("method", list(STEP_METHODS))
+def test_step_quadrature_equals_the_integral_in_the_state(method, restore_z, monkeypatch):
+    """The backsolve's a_θ summed over accepted steps equals a_θ carried in the state (the
+    same steps, the same weights: round-off), with the same evaluations."""
+    net = _net("softplus", "t", F64, D=2, hidden=(10, 10))
+    z0 = torch.randn(5, 2, dtype=F64)
+    t = torch.tensor([0.0, 0.3, 0.8, 1.0], dtype=F64)
+    kw = dict(method=method, restore_z=restore_z, **STEP_METHODS[method])
+    out = {}
+    for on in (True, False):
+        monkeypatch.setattr(adjoint_module, "_STEP_QUADRATURE", on)
+        stats = nh.Stats()
+        out[on] = (_grads(net, z0, t, True, stats=stats, **kw), stats.backward.nfe,
+                   stats.backward.n_steps, stats.backward.n_rejected)
+    assert _rel(out[True][0], out[False][0]) <= 1e-12
+    assert out[True][1:] == out[False][1:]
+
+
+def test_step_quadrature_shrinks_the_backward_state(monkeypatch):
+    """With the seminorm the backward solve carries [z, a] only; with the full norm (a_θ
+    controls the steps) it keeps a_θ in the state."""
+    sizes = []
+    original = adjoint_module._adjoint_solve
+
+    def spy(cfg, f, y_end, *args, **kw):
+        sizes.append(y_end.numel())
+        return original(cfg, f, y_end, *args, **kw)
+
+    monkeypatch.setattr(adjoint_module, "_adjoint_solve", spy)
+    net = _net("tanh", "none", F64, D=2, hidden=(6,))
+    z0, t = torch.randn(4, 2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
+    n_param = sum(p.numel() for p in net.parameters())
+    _grads(net, z0, t, True, seminorm=True)
+    _grads(net, z0, t, True, seminorm=False)
+    _grads(net, z0, t, True, adjoint_options={"norm": lambda e: max(x.abs().max() for x in e)})
+    assert sizes == [16, 16 + n_param, 16 + n_param]
+
+
+def test_step_quadrature_with_rejected_steps(monkeypatch):
+    """A backward solve that starts with a far too large step rejects attempts: they must
+    not count."""
+    net = _net("tanh", "t", F64, D=2, hidden=(16,))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(4.0)
+    z0 = torch.randn(6, 2, dtype=F64)
+    t = torch.tensor([0.0, 1.0, 2.0], dtype=F64)
+    out = {}
+    for on in (True, False):
+        monkeypatch.setattr(adjoint_module, "_STEP_QUADRATURE", on)
+        stats = nh.Stats()
+        out[on] = (_grads(net, z0, t, True, stats=stats,
+                           adjoint_options={"first_step": 2.0}), stats)
+    assert out[True][1].backward.n_rejected == out[False][1].backward.n_rejected > 0
+    assert _rel(out[True][0], out[False][0]) <= 1e-12
