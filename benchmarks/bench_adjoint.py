@@ -542,6 +542,27 @@ def fast_path_note(info):
     return text
 
 
+def fast_path_effect(grad_rows):
+    """Issue #25's fast path in this run: our default rows against the same rows with the
+    fast path off (nothing where the package has no switch)."""
+    ms = {r["name"]: r for r in grad_rows}
+    out = []
+    for kind, on, off in [("adjoint", DEFAULT_ADJOINT, "ours adjoint, fast path off"),
+                          ("backprop", DEFAULT_BACKPROP, "ours backprop, fast path off")]:
+        if on in ms and off in ms:
+            a, b = ms[on], ms[off]
+            def nfe(r):
+                return f"{r['nfe_fwd']}" + ("" if r["nfe_bwd"] is None else
+                                            f" + {r['nfe_bwd']}")
+
+            out.append(f"- {kind}: *{on}* {a['ms']:.1f} ms ({nfe(a)} NFE) against "
+                       f"{b['ms']:.1f} ms ({nfe(b)} NFE) with the fast path off: "
+                       f"{a['ms'] / b['ms']:.2f}x.")
+    if not out:
+        return []
+    return ["### Issue #25's fast path in this run", ""] + out + [""]
+
+
 def report(grad_rows, info, train_rows, repeats, steps, n_seed, quick, rounds=1):
     lines = [f"# Adjoint benchmark{' (--quick smoke run)' if quick else ''}", "",
              f"Machine: {machine()}.", ""]
@@ -602,6 +623,7 @@ def report(grad_rows, info, train_rows, repeats, steps, n_seed, quick, rounds=1)
                       f"{peer['ms']:.1f} ms: {fastest['ms'] / peer['ms']:.2f}x, "
                       f"{'met' if met else 'NOT met'}."]
         lines += [""]
+    lines += fast_path_effect(grad_rows)
     lines += [
         "## Training throughput on the toy problem", "",
         "ODENet() (2-50-75-1 GELU, time-dependent), windows of length 1 starting at t0 ~ "
