@@ -162,7 +162,8 @@ def _activation(module):
 # ---- recognising the module --------------------------------------------------------------------
 def _has_hooks(module):
     """Whether anything would run besides the layers' own forward: hooks on the module or its
-    children, global module hooks, or hooks on the parameters' gradients."""
+    children, global module hooks, a forward set on an instance, or hooks on the
+    parameters' gradients."""
     globals_ = (_module._global_forward_hooks, _module._global_forward_pre_hooks,
                 _module._global_backward_hooks, _module._global_backward_pre_hooks)
     if any(globals_):
@@ -171,6 +172,8 @@ def _has_hooks(module):
         if (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
                 or m._backward_pre_hooks):
             return True
+    if any("forward" in vars(m) for m in module.modules()):
+        return True  # a forward replaced on the instance
     return any(getattr(p, "_backward_hooks", None) for p in module.parameters())
 
 

@@ -207,6 +207,9 @@ def test_plan_for_refuses_what_it_cannot_reproduce():
     assert plan_for(net, z, list(net.parameters())) is None  # a hook on a gradient
     assert plan_for(nh.ODENet(2, (4,)).double(), z, list(net.parameters())) is None
     assert plan_for(nh.ODENet(2, (4,)).double(), (z,)) is None
+    net = nh.ODENet(2, (4,)).double()
+    net.net[0].forward = lambda x: 2 * nn.functional.linear(x, net.net[0].weight)
+    assert plan_for(net, z) is None  # a forward replaced on an instance
     with torch.autocast("cpu"):
         assert plan_for(nh.ODENet(2, (4,)).double(), z) is None
 
