@@ -487,12 +487,63 @@ def main(argv=None):
         _break_even_row(lines, f"step: {k}", sec, startup + step_warm_s.get(k, 0.0),
                         (sfb - sper[k][0]) / 6)
     lines += [""]
+    lines += verdicts(per, fb, compile_s, warm_s, sper, sfb, step_compile_s, step_warm_s,
+                      startup, err_rat, err_torch, ulp, best_eager, s_best)
     text = "\n".join(lines) + f"\nTotal {time.perf_counter() - total:.0f} s.\n"
     out = HERE / "results" / "compile_quick.md" if args.quick else HERE / "compile_latest.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text(text, encoding="utf-8")
     print(text)
     print(f"wrote {out}")
+
+
+def verdicts(per, fb, compile_s, warm_s, sper, sfb, step_compile_s, step_warm_s, startup,
+             err_rat, err_torch, ulp, best_eager, s_best):
+    """Kept or dropped, per item, from this run's numbers: a compiled variant is worth adding
+    to the package only if a notebook-sized training run repays its compilation in a new
+    process with a warm cache (the better case)."""
+    def best(times, base, cold, warm, per_eval):
+        if not cold:
+            return None
+        k = min(cold, key=lambda k: times[k][0])
+        save = (base - times[k][0]) / per_eval
+        sec = startup + warm.get(k, 0.0)
+        grads = float("inf") if save <= 0 else sec / (save / 1e6) / BACKWARD_NFE
+        return k, times[k][0] / base, cold[k], sec, grads
+
+    out, kept = ["## Verdicts", ""], []
+    for label, r, ref in [
+            ("(a) compiled augmented VJP", best(per, fb, compile_s, warm_s, 1), best_eager),
+            ("(b) compiled dopri5 step", best(sper, sfb, step_compile_s, step_warm_s, 6),
+             s_best)]:
+        if r is None:
+            out.append(f"- {label}: not measured (compilation failed).")
+            continue
+        k, ratio, cold, warm, grads = r
+        keep = grads <= TRAINING_GRADIENTS
+        kept.append(keep)
+        out.append(f"- {label}: **{'kept' if keep else 'dropped'}**. Best variant *{k}*: "
+                   f"{ratio:.2f}x of *{ref}* per evaluation, for {cold:.0f} s of compilation "
+                   f"(cold) or {warm:.0f} s (new process, warm cache): it repays that after "
+                   f"{grads:,.0f} gradients of `bench_adjoint.py`'s problem"
+                   f"{'' if keep else f', more than a {TRAINING_GRADIENTS}-gradient run'}.")
+    rat, plain = "by hand, rational tanh, compiled (inductor)", "by hand, compiled (inductor)"
+    usable = err_rat <= 2 * ulp
+    effect = (f"; inside the compiled F it gives {per[rat][0] / per[plain][0]:.2f}x of the "
+              "compiled F with torch.tanh" if rat in per and plain in per else "")
+    keep = usable and any(kept)
+    out.append(f"- (c) fused rational tanh: **{'kept' if keep else 'dropped'}**. Largest error "
+               f"{err_rat:.1e} against "
+               f"float64 tanh ({err_rat / ulp:.1f} float32 epsilons; torch.tanh "
+               f"{err_torch:.1e}): {'at' if usable else 'above'} round-off level{effect}. "
+               "Eager it is many small operations (slower than torch.tanh, see (c)); fused, it "
+               "exists only inside a compiled kernel"
+               + (", which does not pay here." if not any(kept) else "."))
+    out.append(f"- (d) compilation: {startup:.0f} s of inductor start-up per process, plus the "
+               "compilation per field shape and batch size (dynamic=False; h must be a 0-d "
+               "tensor, a Python float recompiles for every new step size); the break-even "
+               "counts above include it.")
+    return out + [""]
 
 
 def _break_even_row(lines, name, cold, warm, save_us):
