@@ -3,6 +3,10 @@ estimate and its dense output.
 
 ``h`` may be a Python float or a 0-d tensor (a step that lands on a requested time is
 ``t_i - t``, so that backprop through the solver reaches ``t_i``).
+
+These functions are the reference. Where no graph is being built, the integration loops
+take the same steps through :class:`LeanRK` (end of this module), which computes the same
+sums in fewer tensor operations.
 """
 
 from __future__ import annotations
