@@ -37,6 +37,7 @@ thread by ``XLA_FLAGS`` (set before jax is imported). The ranking uses CPU time
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import inspect
 import io
@@ -72,6 +73,7 @@ from neuralode_helpers import (  # noqa: E402
     train,
     window_loss,
 )
+from neuralode_helpers.solvers import rk as _rk  # noqa: E402
 
 try:
     import torchdiffeq
@@ -98,6 +100,29 @@ def takes(fn, name):
 FAST_ADJOINT = takes(odeint_adjoint, "fast_path")
 FAST_ODEINT = takes(odeint, "fast_path")
 FAST_TRAIN = takes(train, "fast_path")
+# Issue #25's lean Runge-Kutta path (solves without a graph: the adjoint's) has an internal
+# switch, ``neuralode_helpers.solvers.rk.LEAN``, where this version has it.
+LEAN = hasattr(_rk, "LEAN")
+
+
+@contextlib.contextmanager
+def readable_solver(on=True):
+    """The lean RK path switched off for the block (forward and backward of a gradient)."""
+    if not (on and LEAN):
+        yield
+        return
+    old = _rk.LEAN
+    _rk.LEAN = False
+    try:
+        yield
+    finally:
+        _rk.LEAN = old
+
+
+def readable(solve):
+    """``solve``, marked to run with the lean RK path off (see ``runner``)."""
+    solve.readable_solver = True
+    return solve
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,12 +195,17 @@ def runner(lib, solve, field, ours, z0, t, target):
     """run() -> one gradient: ours on the ODENet ``ours`` (NFE from Stats), a peer on
     ``field`` (NFE from its counter)."""
     if lib == "ours":
-        return lambda: gradient(ours, z0, t, target, solve, stats=True)
+        def run():
+            with readable_solver(getattr(solve, "readable_solver", False)):
+                return gradient(ours, z0, t, target, solve, stats=True)
+        return run
     return lambda: gradient(field, z0, t, target, solve)
 
 
 DEFAULT_ADJOINT = "ours adjoint (default: backsolve, seminorm, z restored)"
 DEFAULT_BACKPROP = "ours backprop through dopri5"
+LEAN_OFF = "ours adjoint, lean RK step off"
+BASELINE = "ours adjoint, fast path and lean RK step off (before issue #25)"
 
 
 def solvers(rtol, atol):
@@ -205,6 +235,13 @@ def solvers(rtol, atol):
         out["ours adjoint, fast path off"] = ("ours", "adjoint", adj(fast_path=False))
     if FAST_ODEINT:
         out["ours backprop, fast path off"] = ("ours", "backprop", bp(fast_path=False))
+    # Issue #25's lean RK step turned off (it serves solves without a graph: the adjoint's;
+    # backprop keeps the readable step anyway), alone and with the fast path off: the latter
+    # is the package as it was before issue #25.
+    if LEAN:
+        out[LEAN_OFF] = ("ours", "adjoint", readable(adj()))
+        if FAST_ADJOINT:
+            out[BASELINE] = ("ours", "adjoint", readable(adj(fast_path=False)))
     if torchdiffeq is not None:
         out.update({
             "torchdiffeq adjoint": ("torchdiffeq", "adjoint",
@@ -451,6 +488,11 @@ def bench_training(steps, n_seed, rounds):
              lambda: train_ours(steps, adjoint=True),
              "ours `train`, 100 windows/step, dopri5 backprop":
              lambda: train_ours(steps, adjoint=False)}
+    if LEAN:
+        def lean_off():
+            with readable_solver():
+                return train_ours(steps, adjoint=True)
+        loops["ours `train`, 100 windows/step, dopri5 adjoint, lean RK step off"] = lean_off
     if FAST_TRAIN:
         loops["ours `train`, 100 windows/step, dopri5 adjoint, fast path off"] = \
             lambda: train_ours(steps, adjoint=True, fast_path=False)
@@ -531,6 +573,11 @@ def fast_path_note(info):
     else:
         text += ("This version of the package has no `fast_path` switch (issue #25): every row "
                  "of ours is the autograd path, and there are no \"fast path off\" rows. ")
+    if LEAN:
+        text += ("The rows that say \"lean RK step off\" turn issue #25's lean Runge-Kutta "
+                 "step (solves without a graph: the adjoint's forward and backward) off for the "
+                 "whole gradient with the internal switch `neuralode_helpers.solvers.rk.LEAN = "
+                 "False`. ")
     checks = "; ".join(
         f"{kind}: {c[0]} + {c[1]} counted by the field, {s[0]} + {s[1]} by Stats"
         + ("" if c == s else " (DIFFERENT)")
@@ -543,12 +590,15 @@ def fast_path_note(info):
 
 
 def fast_path_effect(grad_rows):
-    """Issue #25's fast path in this run: our default rows against the same rows with the
-    fast path off (nothing where the package has no switch)."""
+    """Issue #25's fast path and lean RK step in this run: our default rows against the same
+    rows with either or both off (nothing where the package has no switch)."""
     ms = {r["name"]: r for r in grad_rows}
     out = []
-    for kind, on, off in [("adjoint", DEFAULT_ADJOINT, "ours adjoint, fast path off"),
-                          ("backprop", DEFAULT_BACKPROP, "ours backprop, fast path off")]:
+    for kind, on, off, what in [
+            ("adjoint", DEFAULT_ADJOINT, "ours adjoint, fast path off", "the fast path off"),
+            ("adjoint", DEFAULT_ADJOINT, LEAN_OFF, "the lean RK step off"),
+            ("adjoint", DEFAULT_ADJOINT, BASELINE, "both off (before issue #25)"),
+            ("backprop", DEFAULT_BACKPROP, "ours backprop, fast path off", "the fast path off")]:
         if on in ms and off in ms:
             a, b = ms[on], ms[off]
             def nfe(r):
@@ -556,11 +606,11 @@ def fast_path_effect(grad_rows):
                                             f" + {r['nfe_bwd']}")
 
             out.append(f"- {kind}: *{on}* {a['ms']:.1f} ms ({nfe(a)} NFE) against "
-                       f"{b['ms']:.1f} ms ({nfe(b)} NFE) with the fast path off: "
+                       f"{b['ms']:.1f} ms ({nfe(b)} NFE) with {what}: "
                        f"{a['ms'] / b['ms']:.2f}x.")
     if not out:
         return []
-    return ["### Issue #25's fast path in this run", ""] + out + [""]
+    return ["### Issue #25's fast path and lean RK step in this run", ""] + out + [""]
 
 
 def report(grad_rows, info, train_rows, repeats, steps, n_seed, quick, rounds=1):

@@ -77,6 +77,12 @@ def test_our_rows_field_is_the_peers_field_and_counts_alike():
     names = bench.solvers(bench.RTOL, bench.ATOL)
     assert ("ours adjoint, fast path off" in names) == bench.FAST_ADJOINT
     assert ("ours backprop, fast path off" in names) == bench.FAST_ODEINT
+    assert (bench.LEAN_OFF in names) == bench.LEAN
+    # the lean RK step's switch is restored after a row that turns it off
+    if bench.LEAN:
+        before = bench._rk.LEAN
+        run = bench.runner("ours", names[bench.LEAN_OFF][2], field, ours, z0, t, target)
+        assert run()[3] > 10 and bench._rk.LEAN == before
 
 
 def test_bench_compile_hand_written_dynamics_match_autograd():
