@@ -30,6 +30,21 @@ over its accepted steps only (:class:`StepQuadrature`).
 cannot reproduce exactly (the caller then uses autograd). Shapes: z is ``(..., D)`` (any
 leading batch shape, or unbatched ``(D,)``), t a 0-d tensor; the flat outputs are in the
 order of the ``params`` list the caller gives.
+
+The training step's batch of windows (:class:`~.training.WindowedField` around an ODENet f)
+is recognised too: its field is :math:`g(s, z) = \Delta\, f(z, \tau)` with a time per sample
+:math:`\tau = t_0 + s\Delta` (``t0`` of shape broadcastable to ``z.shape[:-1]``), so the
+time columns of :math:`x_0` hold each row's own :math:`\tau` (or :math:`(\sin\tau,
+\cos\tau)`), the output is scaled by :math:`\Delta`, and the VJPs start from
+:math:`g = -\Delta a`:
+
+.. math::
+    -\Big(\frac{\partial g}{\partial z}\Big)^\top a
+        = -\Big(\frac{\partial f}{\partial z}\Big)^\top (\Delta a), \qquad
+    -\Big(\frac{\partial g}{\partial \theta}\Big)^\top a
+        = -\Big(\frac{\partial f}{\partial \theta}\Big)^\top (\Delta a).
+
+The parameters are the inner ODENet's.
 """
 
 from __future__ import annotations
@@ -185,9 +200,44 @@ def _autocast(device_type):
         return torch.is_autocast_enabled()
 
 
+def _window(func, z):
+    """``(t0, Δ)`` of a :class:`~.training.WindowedField` the plan reproduces: ``t0``
+    broadcast to ``z.shape[:-1]`` and flattened to ``(M,)`` (M rows of ``z.reshape(-1, D)``),
+    Δ a float; None for a subclass with its own forward, a ``t0`` that is not a plain tensor
+    of z's dtype and device broadcastable to ``z.shape[:-1]`` (or that requires grad), a Δ
+    that is not a float, or anything outside the inner model (parameters, modules)."""
+    if type(func).forward is not _windowed_field().forward:
+        return None
+    t0, delta = getattr(func, "t0", None), getattr(func, "delta", None)
+    if type(t0) is not torch.Tensor or type(delta) is not float or t0.requires_grad:
+        return None
+    if type(z) is not torch.Tensor or z.ndim < 1 or t0.dtype != z.dtype \
+            or t0.device != z.device:
+        return None
+    batch = z.shape[:-1]
+    try:
+        if torch.broadcast_shapes(t0.shape, batch) != batch:
+            return None
+    except RuntimeError:
+        return None
+    model = getattr(func, "model", None)
+    if not isinstance(model, nn.Module) or list(func.children()) != [model] \
+            or len(list(func.parameters())) != len(list(model.parameters())):
+        return None
+    return t0.detach().expand(batch).reshape(-1), delta
+
+
+def _windowed_field():
+    # imported here: training imports the adjoint, which imports this module
+    from .training import WindowedField
+
+    return WindowedField
+
+
 def plan_for(func, z, params=()):
-    """A :class:`Plan` that evaluates ``func`` (an :class:`~.models.ODENet`) and its VJPs by
-    hand, or None where the autograd path must be used.
+    """A :class:`Plan` that evaluates ``func`` (an :class:`~.models.ODENet`, or a
+    :class:`~.training.WindowedField` around one) and its VJPs by hand, or None where the
+    autograd path must be used.
 
     ``z``: a state of the shape and dtype the plan will see (``(..., D)``, a plain tensor).
     ``params``: the tensors whose VJP is asked for, in the order of the flat output; they
@@ -197,7 +247,14 @@ def plan_for(func, z, params=()):
     autocast (the plan computes in the parameters' dtype), a dtype, device or tensor
     type other than the module's float32/float64 parameters', a parameter that does not
     require grad, ``params`` that are not all of the module's parameters, a parameter
-    used by two layers, a z whose last axis is not the state."""
+    used by two layers, a z whose last axis is not the state; and, for a WindowedField, the
+    cases of :func:`_window` and the inner model's own."""
+    window = None
+    if isinstance(func, _windowed_field()):
+        window = _window(func, z)
+        if window is None or _has_hooks(func):
+            return None
+        func = func.model
     if not isinstance(func, ODENet) or type(func).forward is not ODENet.forward:
         return None
     net = getattr(func, "net", None)
@@ -236,7 +293,7 @@ def plan_for(func, z, params=()):
             return None
         offsets = [(where[id(m.weight)], where[id(m.bias)]) for m in linears]
     return Plan(linears, acts, D, func.time_input if n_time else None, offsets,
-                sum(p.numel() for p in params))
+                sum(p.numel() for p in params), window)
 
 
 # ---- the plan ------------------------------------------------------------------------------
@@ -249,6 +306,8 @@ class _Buffers:
             return torch.empty(shape, dtype=dtype, device=device)
 
         self.x0 = e(M, widths[0]) if n_time else None
+        self.tau = e(M) if n_time else None  # a window's time per row, and its sine, cosine
+        self.trig = e(M) if n_time == 2 else None
         self.u, self.x, self.d = [], [], []
         for w, act in zip(widths[1:-1], acts):
             u = e(M, w)
@@ -267,10 +326,12 @@ class Plan:
     :math:`-(\\partial f/\\partial\\theta)^\\top a` into ``out_p`` (flat, ``n_param``, in the
     order of the ``params`` given to :func:`plan_for`); any of them may be None (not wanted).
     :meth:`backsolve_rhs`, :meth:`interpolated_rhs` and :meth:`step_quadrature` build the
-    adjoints' right-hand sides from these.
+    adjoints' right-hand sides from these. With ``window = (t0, Δ)`` (a WindowedField;
+    ``t0`` flat, one time per row of ``z.reshape(-1, D)``), t is the window's s: the rows'
+    times are τ = t0 + sΔ, and f and -a are scaled by Δ.
     """
 
-    def __init__(self, linears, acts, D, time_input, offsets, n_param):
+    def __init__(self, linears, acts, D, time_input, offsets, n_param, window=None):
         # Detached views share storage with the parameters: updates in place are seen.
         self.weights = [m.weight.detach() for m in linears]
         self.biases = [m.bias.detach() for m in linears]
@@ -279,6 +340,7 @@ class Plan:
         self.acts, self.D, self.time_input = acts, D, time_input
         self.n_time = 0 if time_input is None else (2 if time_input == "sincos" else 1)
         self.offsets, self.n_param = offsets, n_param
+        self.t0, self.delta = window if window is not None else (None, None)
         self.widths = [self.weights[0].shape[1]] + [w.shape[0] for w in self.weights]
         self._cache = {}
 
@@ -297,11 +359,28 @@ class Plan:
         x0, D = buf.x0, self.D
         x0[:, :D].copy_(z2)
         t = torch.as_tensor(t, dtype=z2.dtype, device=z2.device)
+        if self.t0 is not None:
+            return self._window_input(t, x0, buf)
         if self.n_time == 1:
             x0[:, D].fill_(t)
         else:
             x0[:, D].fill_(torch.sin(t))
             x0[:, D + 1].fill_(torch.cos(t))
+        return x0
+
+    def _window_input(self, t, x0, buf):
+        """The time columns of a window: τ = t0 + sΔ per row (as WindowedField computes it:
+        sΔ first), then τ or (sin τ, cos τ), each computed contiguous and copied in."""
+        if x0.shape[0] != self.t0.shape[0]:
+            raise RuntimeError(f"internal error: the windowed plan was made for "
+                               f"{self.t0.shape[0]} rows, got {x0.shape[0]}")
+        D = self.D
+        tau = torch.add(self.t0, t * self.delta, out=buf.tau)
+        if self.n_time == 1:
+            x0[:, D].copy_(tau)
+        else:
+            x0[:, D].copy_(torch.sin(tau, out=buf.trig))
+            x0[:, D + 1].copy_(torch.cos(tau, out=buf.trig))
         return x0
 
     def _forward(self, t, z2, buf, out_f):
@@ -314,6 +393,8 @@ class Plan:
             x = buf.x[k]
         if out_f is not None:
             torch.addmm(self.biases[-1], x, self.weights_t[-1], out=out_f)
+            if self.delta is not None:
+                out_f.mul_(self.delta)  # a window's g = Δ f
         return x0
 
     def field(self, t, z):
@@ -331,6 +412,8 @@ class Plan:
         buf = self._buffers(z2.shape[0], z.dtype, z.device)
         x0 = self._forward(t, z2, buf, None if out_f is None else out_f.view(-1, D))
         g = torch.neg(a.reshape(-1, D), out=buf.g)
+        if self.delta is not None:
+            g.mul_(self.delta)  # a window's -Δa
         L = len(self.weights)
         xs = [x0, *buf.x]
         d = g
@@ -396,6 +479,9 @@ class Plan:
             xs.append(x)
         torch.addmm(self.biases[-1], x, self.weights_t[-1], out=out_f.view(-1, D))
         d = torch.neg(a.reshape(-1, D))
+        if self.delta is not None:  # a window's g = Δ f, and -Δa
+            out_f.mul_(self.delta)
+            d.mul_(self.delta)
         ds = [d]
         for k in range(len(self.weights) - 1, 0, -1):
             d = torch.mm(d, self.weights[k])

@@ -15,6 +15,7 @@ import neuralode_helpers as nh
 import neuralode_helpers.adjoint as adjoint_module
 from neuralode_helpers.adjoint import _vjp
 from neuralode_helpers.fastpath import plan_for
+from neuralode_helpers.training import WindowedField
 
 F64 = torch.float64
 # Relative round-off allowed between the two ways of computing the same numbers.
@@ -357,3 +358,147 @@ def test_step_quadrature_with_rejected_steps(monkeypatch):
                            adjoint_options={"first_step": 2.0}), stats)
     assert out[True][1].backward.n_rejected == out[False][1].backward.n_rejected > 0
     assert _rel(out[True][0], out[False][0]) <= 1e-12
+
+
+# ---- the training step's batch of windows (training.WindowedField) -------------------------
+def _windowed(activation, time, dtype, B=5, D=2, hidden=(7, 5), delta=0.8, seed=0):
+    """g(s, z) = Δ f(t0 + sΔ, z) over B windows with starts t0 (B,) spread over [-1, 9]."""
+    net = _net(activation, time, dtype, D=D, hidden=hidden, seed=seed)
+    t0 = torch.linspace(-1.0, 9.0, B, dtype=dtype)
+    return WindowedField(net, t0, delta)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("time", list(TIME_INPUTS))
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_window_plan_matches_autograd(activation, time, dtype):
+    field = _windowed(activation, time, dtype, D=3)
+    params = list(field.parameters())[::-1]
+    s = torch.tensor(0.35, dtype=dtype)
+    # t0 (B,) for z (B, D); and t0 broadcast: one start for all, or (3,) for z (2, 3, D)
+    for t0, batch in [(field.t0, (5,)), (torch.tensor(1.3, dtype=dtype), (5,)),
+                      (torch.tensor([0.5, 2.0, -1.0], dtype=dtype), (2, 3))]:
+        field.t0 = t0
+        z = 2 * torch.randn(*batch, 3, dtype=dtype)
+        a = torch.randn(*batch, 3, dtype=dtype)
+        assert _compare(field, z, a, s, params) <= ROUND_OFF[dtype], (tuple(t0.shape), batch)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("adjoint", ["backsolve", "interpolated", "quadrature"])
+def test_window_adjoint_fast_path_same_gradient_and_nfe(adjoint, dtype, count_vjp):
+    field = _windowed("gelu", "sincos", dtype, B=6, hidden=(16, 16))
+    z0 = torch.randn(6, 2, dtype=dtype)
+    t = torch.tensor([0.0, 0.4, 1.0], dtype=dtype)
+    out = {}
+    for fast in (True, False):
+        count_vjp[0] = 0
+        stats = nh.Stats()
+        g = _grads(field, z0, t, fast, stats=stats, adjoint=adjoint)
+        out[fast] = (g, stats.forward.nfe, stats.backward.nfe, stats.backward.n_steps,
+                     count_vjp[0])
+    assert out[True][4] == 0 and out[False][4] > 0  # the fast path did run, and only it
+    assert _rel(out[True][0], out[False][0]) <= ROUND_OFF[dtype]
+    assert out[True][1:4] == out[False][1:4]  # NFE forward and backward, steps
+
+
+class _OwnWindow(WindowedField):
+    def forward(self, s, z):
+        return 2.0 * super().forward(s, z)
+
+
+def _window_fallbacks():
+    """name -> (field, z): each must fall back to autograd."""
+    z = torch.randn(5, 2, dtype=F64)
+
+    def w(**kw):
+        return _windowed(kw.pop("activation", "tanh"), "t", F64, **kw)
+
+    out = {"subclass": (_OwnWindow(w().model, w().t0, 0.8), z)}
+    hooked = w()
+    hooked.register_forward_hook(lambda m, i, o: o * 1.0)
+    out["hook on the window"] = (hooked, z)
+    inner_hook = w()
+    inner_hook.model.net[0].register_forward_hook(lambda m, i, o: o * 1.0)
+    out["hook on the model"] = (inner_hook, z)
+    out["t0 of the wrong shape"] = (WindowedField(w().model, torch.zeros(4, dtype=F64), 0.8), z)
+    out["t0 of the wrong dtype"] = (WindowedField(w().model, torch.zeros(5), 0.8), z)
+    out["t0 a float"] = (WindowedField(w().model, 0.5, 0.8), z)
+    out["t0 requires grad"] = (WindowedField(w().model, torch.zeros(5, dtype=F64,
+                                                                    requires_grad=True), 0.8), z)
+    tensor_delta = w()
+    tensor_delta.delta = torch.tensor(0.8, dtype=F64)
+    out["delta a tensor"] = (tensor_delta, z)
+    out["model PReLU"] = (WindowedField(nh.ODENet(2, (4,), nn.PReLU).double(),
+                                        torch.zeros(5, dtype=F64), 0.8), z)
+    out["model LinearODE"] = (WindowedField(nh.LinearODE(torch.eye(2, dtype=F64)),
+                                            torch.zeros(5, dtype=F64), 0.8), z)
+    out["model float32"] = (WindowedField(nh.ODENet(2, (4,)), torch.zeros(5, dtype=F64), 0.8),
+                            z)
+    extra = w()
+    extra.scale = nn.Parameter(torch.ones((), dtype=F64))
+    out["a parameter outside the model"] = (extra, z)
+    return out
+
+
+def test_window_plan_refuses_what_it_cannot_reproduce():
+    field = _windowed("tanh", "t", F64)
+    z = torch.randn(5, 2, dtype=F64)
+    assert plan_for(field, z, list(field.parameters())) is not None
+    for name, (f, zz) in _window_fallbacks().items():
+        assert plan_for(f, zz, [p for p in f.parameters() if p.requires_grad]) is None, name
+
+
+@pytest.mark.parametrize("case", ["subclass", "hook on the model", "t0 of the wrong shape",
+                                  "model PReLU"])
+def test_window_fallbacks_behave_as_without_the_fast_path(case, count_vjp):
+    field, _ = _window_fallbacks()[case]
+    z0 = torch.randn(5, 2, dtype=F64)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    results = []
+    for fast in (True, False):
+        count_vjp[0] = 0
+        try:
+            results.append(_grads(field, z0, t, fast))
+        except Exception as error:  # the autograd path's own error, both times
+            results.append((type(error), str(error)))
+        assert count_vjp[0] > 0 or isinstance(results[-1], tuple)  # autograd did the work
+    if isinstance(results[0], tuple):
+        assert results[0] == results[1]
+    else:
+        assert torch.equal(results[0], results[1])
+
+
+def test_every_activation_and_time_input_is_recognised_in_a_window():
+    for name, time in itertools.product(ACTIVATIONS, TIME_INPUTS):
+        for dtype in (torch.float32, torch.float64):
+            field = _windowed(name, time, dtype, D=1, hidden=(3,))
+            z = torch.randn(5, 1, dtype=dtype)
+            assert plan_for(field, z, list(field.parameters())) is not None, (name, time)
+
+
+@pytest.mark.parametrize("regularised", [False, True])
+def test_train_with_the_adjoint_same_losses_fast_path_on_and_off(regularised, monkeypatch,
+                                                                 count_vjp):
+    """A few steps of ``train`` (adjoint, float32): the same losses and NFE with the fast
+    path on and off (off: plan_for as the adjoint sees it returns None). RNODE's tuple state
+    is not recognised: both runs go through autograd."""
+    kw = dict(steps=3, batch_size=20, progress=False, adjoint=True, seed=1)
+    if regularised:
+        kw["regulariser"] = nh.RNODE(kinetic=0.01, jacobian=0.01)
+    runs = {}
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(adjoint_module, "plan_for", lambda *a, **k: None)
+        torch.manual_seed(0)
+        model = nh.ODENet()
+        count_vjp[0] = 0
+        res = nh.train(model, **kw)
+        runs[fast] = (res, count_vjp[0], torch.cat([p.detach().reshape(-1)
+                                                    for p in model.parameters()]))
+    (on, vjp_on, w_on), (off, vjp_off, w_off) = runs[True], runs[False]
+    assert vjp_off > 0 and (vjp_on > 0) == regularised  # the fast path ran where it can
+    assert on.nfe_forward == off.nfe_forward and on.nfe_backward == off.nfe_backward
+    assert on.losses[0] == off.losses[0]  # same weights, same forward solve
+    assert _rel(torch.tensor(on.losses, dtype=F64), torch.tensor(off.losses, dtype=F64)) <= 1e-5
+    assert _rel(w_on, w_off) <= 1e-5
