@@ -20,7 +20,13 @@ observation times, float32, rtol 1e-5, atol 1e-6), with its field as an ``ODENet
    75 → 1 GELU, 100 states, 5 times on [0, 1]);
 4. backprop through dopri5 with the field as the module (a graph of about eight nodes per
    evaluation) against an attempt kept here, not in the package: the field as one
-   ``torch.autograd.Function`` node per evaluation whose backward is the hand-written VJP.
+   ``torch.autograd.Function`` node per evaluation whose backward is the hand-written VJP;
+5. the toy problem's training step with the adjoint (``train``: ``ODENet()``, 2-50-75-1
+   GELU, 100 windows of length 1 per step, dopri5, as ``bench_adjoint.py``'s
+   ``bench_training``), whose field is a ``WindowedField`` around the ODENet: fast path on
+   and off (off: ``plan_for`` as the adjoint sees it returns None). Only this section::
+
+    .venv/bin/python benchmarks/bench_fastpath.py --training   # replaces its section
 
 Variants take turns, their order rotated between rounds; CPU time (``time.process_time``),
 one thread, medians, and the interquartile range over the median in brackets.
@@ -44,7 +50,7 @@ import bench_adjoint as bench  # noqa: E402
 from _machine import cpu_name  # noqa: E402
 
 import neuralode_helpers.adjoint as adjoint_module  # noqa: E402
-from neuralode_helpers import ODENet, Stats, odeint, odeint_adjoint  # noqa: E402
+from neuralode_helpers import ODENet, Stats, odeint, odeint_adjoint, train  # noqa: E402
 from neuralode_helpers.adjoint import _vjp  # noqa: E402
 from neuralode_helpers.fastpath import plan_for  # noqa: E402
 
@@ -247,6 +253,62 @@ def backprop(net, z0, t, target, repeats):
     return res, diff, (s_mod.forward.nfe, s_one.forward.nfe)
 
 
+def training_step(steps=8, rounds=21):
+    """``train`` (adjoint) from the same initial weights, fast path on and off, in turns.
+    Returns (name -> (median CPU seconds per step, IQR / median), mean NFE forward /
+    backward per variant, largest relative difference between the two runs' losses)."""
+    def run(fast):
+        torch.manual_seed(0)
+        model = ODENet()
+        original = adjoint_module.plan_for
+        if not fast:
+            adjoint_module.plan_for = lambda *args, **kw: None
+        try:
+            res = train(model, steps=steps, batch_size=100, adjoint=True, seed=0,
+                        progress=False)
+        finally:
+            adjoint_module.plan_for = original
+        return res
+
+    out = {fast: run(fast) for fast in (True, False)}
+    losses = [torch.tensor(out[k].losses, dtype=torch.float64) for k in (True, False)]
+    diff = ((losses[0] - losses[1]).abs() / losses[1].abs()).max().item()
+    nfe = {k: (statistics.mean(r.nfe_forward), statistics.mean(r.nfe_backward))
+           for k, r in out.items()}
+    res = race({"fast_path on": lambda: run(True), "fast_path off": lambda: run(False)},
+               rounds)
+    return {k: (m / steps, q) for k, (m, q) in res.items()}, nfe, diff, (steps, rounds)
+
+
+def training_lines(res, nfe, diff, setup):
+    on, off = res["fast_path on"], res["fast_path off"]
+    steps, rounds = setup
+    return [
+        "## The toy training step with the adjoint (`train`, a `WindowedField`)", "",
+        "`train(ODENet(), batch_size=100, adjoint=True)`: 2-50-75-1 GELU, 100 windows of "
+        "length 1 per step solved as one state (B, 1), dopri5, rtol 1e-5, atol 1e-6, float32; "
+        "the field is `WindowedField(model, t0, 1.0)`, g(s, z) = Δ f(z, t0 + sΔ), which the "
+        f"plan recognises. Runs of {steps} steps from the same weights, {rounds} rounds in "
+        "turns; CPU time per step, median (IQR / median).", "",
+        "| variant | NFE fwd / bwd per step (mean) | CPU ms / step | ratio to off |",
+        "|---|---:|---:|---:|",
+        f"| fast path on | {nfe[True][0]:.1f} / {nfe[True][1]:.1f} | {on[0] * 1e3:.1f} "
+        f"({on[1]:.0%}) | {on[0] / off[0]:.2f} |",
+        f"| fast path off (`plan_for` returns None) | {nfe[False][0]:.1f} / "
+        f"{nfe[False][1]:.1f} | {off[0] * 1e3:.1f} ({off[1]:.0%}) | 1 |", "",
+        f"Losses of the two runs differ by at most {diff:.1e} (relative, float32 round-off "
+        "of the gradients carried through Adam's steps).", ""]
+
+
+def write_training_section(lines):
+    """Replace (or add) the training section of fastpath_latest.md."""
+    out = HERE / "fastpath_latest.md"
+    text = out.read_text() if out.exists() else ""
+    head = text.split(lines[0])[0].rstrip("\n")
+    out.write_text((head + "\n\n" if head else "") + "\n".join(lines))
+    print(f"wrote {out}")
+
+
 def main(repeats=31):
     torch.set_num_threads(1)
     net, z0, t, target = odenet_problem()
@@ -259,6 +321,14 @@ def main(repeats=31):
     bp, bp_diff, bp_nfe = backprop(net, z0, t, target, repeats)
     print(bp, bp_diff, flush=True)
     write_report(per, per_diff, adj, steps, bp, bp_diff, bp_nfe, repeats)
+    main_training()
+
+
+def main_training():
+    torch.set_num_threads(1)
+    res, nfe, diff, setup = training_step()
+    print(res, nfe, diff, flush=True)
+    write_training_section(training_lines(res, nfe, diff, setup))
 
 
 def write_report(per, per_diff, adj, steps, bp, bp_diff, bp_nfe, repeats):
@@ -321,4 +391,4 @@ def write_report(per, per_diff, adj, steps, bp, bp_diff, bp_nfe, repeats):
 
 
 if __name__ == "__main__":
-    main()
+    main_training() if "--training" in sys.argv[1:] else main()
