@@ -37,7 +37,7 @@ one interval between observation times.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -146,6 +146,13 @@ def _adjoint_solve(cfg, f, y_end, t, jump, layout, on_step=None):
     :class:`SolverError` raised here says that it was the adjoint's backward solve."""
     segments, n_counted, custom = _backward_norm(cfg, layout)
     options = dict(cfg.adjoint_options)
+    first = cfg.carry.get("next_step")
+    if first is not None and "first_step" not in options and cfg.adjoint_method == cfg.method:
+        # Start where the forward solve ended, with the step it proposed there (scaled to
+        # tighter adjoint tolerances), instead of selecting one: the selection costs an
+        # evaluation, and its cautious first step a second step in the first interval.
+        ratio = min(1.0, cfg.adjoint_rtol / cfg.rtol, cfg.adjoint_atol / cfg.atol)
+        options["first_step"] = first * ratio ** (1.0 / TABLEAUS[cfg.method].order)
     if custom is not None:
         if method_family(cfg.adjoint_method) == "adaptive":
             options["norm"] = custom
@@ -434,6 +441,8 @@ class _Config:
     hooks: object  # torchdiffeq's step callbacks of func, told about the forward steps
     # The hand-written field and VJPs of a recognised ODENet (fastpath.py), or None: autograd.
     plan: object = None
+    # The forward solve's proposed next step (adaptive methods): the backward's first step.
+    carry: dict = field(default_factory=dict)
 
 
 class _AdjointFn(torch.autograd.Function):
@@ -509,7 +518,8 @@ def _forward_solve(cfg, y0, t, f0, traj, stats=None):
     ys = solve(func, y0, t, method=cfg.method, rtol=cfg.rtol, atol=cfg.atol,
                options=cfg.options, stats=cfg.stats.forward if stats is None else stats,
                segments=cfg.segments, f0=f0, hooks=cfg.hooks if stats is None else None,
-               on_step=None if traj is None else traj.record)
+               on_step=None if traj is None else traj.record,
+               carry=cfg.carry if stats is None else None)
     if traj is not None and traj.tab.dense is None:
         traj.finish(func(t[-1], ys[-1]))
         (cfg.stats.forward if stats is None else stats).nfe += 1
@@ -617,6 +627,10 @@ def odeint_adjoint(func, z0, t, *, rtol=1e-7, atol=1e-9, method="dopri5", option
     adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options : for the backward solve;
         default to the forward's (the options only when the method is the same).
         ``adjoint_options={"norm": "seminorm"}`` is torchdiffeq's way to ask for the seminorm.
+        With the forward's adaptive method, the backward solve starts with the step size the
+        forward solve proposed at its end (scaled down for tighter adjoint tolerances)
+        instead of selecting one, which saves evaluations; ``adjoint_options["first_step"]``
+        overrides it.
     params, adjoint_params : sequence of tensors that ``func`` uses and that should receive
         gradients (two names for one thing; torchdiffeq calls it ``adjoint_params``);
         default: ``func.parameters()``. Tensors that do not require grad are skipped, and a

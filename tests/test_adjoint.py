@@ -286,3 +286,41 @@ def test_single_time_adjoint():
     assert zs.shape == (1, 3)
     (2 * zs).sum().backward()
     assert torch.equal(z0.grad, torch.full((3,), 2.0, dtype=F64))
+
+
+
+# ---- the backward solve's first step (issue #25, route 3) -----------------------------------
+def _first_step_run(**kw):
+    torch.manual_seed(3)
+    field = nh.ODENet(2, hidden=(16, 16), activation=nn.Tanh, time_dependent=False).double()
+    z = torch.randn(8, 2, dtype=F64, requires_grad=True)
+    t = torch.linspace(0.0, 2.0, 6, dtype=F64)
+    stats = nh.Stats()
+    solve = nh.odeint_adjoint if kw.pop("adjoint", True) else nh.odeint
+    ys = solve(field, z, t, stats=stats, **kw)
+    (ys * torch.linspace(-1, 1, ys.numel(), dtype=F64).view(ys.shape)).sum().backward()
+    grads = torch.cat([z.grad.reshape(-1)] + [p.grad.reshape(-1) for p in field.parameters()])
+    return grads, stats
+
+
+def test_backward_starts_with_the_forward_proposed_step(monkeypatch):
+    """The backward solve starts with the step the forward proposed at its end: fewer
+    evaluations than selecting a first step, and the same gradient to the tolerance."""
+    import neuralode_helpers.adjoint as adjoint_module
+
+    tol = dict(rtol=1e-6, atol=1e-8)
+    carried, stats_carried = _first_step_run(**tol)
+    real = adjoint_module.solve
+    monkeypatch.setattr(adjoint_module, "solve",
+                        lambda *a, carry=None, **k: real(*a, **k))  # no carry: selection
+    selected, stats_selected = _first_step_run(**tol)
+    monkeypatch.undo()
+    reference, _ = _first_step_run(adjoint=False, rtol=1e-11, atol=1e-13)
+    assert stats_carried.forward.nfe == stats_selected.forward.nfe
+    assert stats_carried.backward.nfe < stats_selected.backward.nfe
+    for g in (carried, selected):
+        assert _rel(g, reference) < 1e-4
+    # adjoint_options["first_step"] overrides the carried step.
+    tiny, stats_tiny = _first_step_run(adjoint_options={"first_step": 1e-7}, **tol)
+    assert stats_tiny.backward.n_steps > stats_carried.backward.n_steps
+    assert _rel(tiny, reference) < 1e-4
