@@ -78,6 +78,8 @@ def test_our_rows_field_is_the_peers_field_and_counts_alike():
     assert ("ours adjoint, fast path off" in names) == bench.FAST_ADJOINT
     assert ("ours backprop, fast path off" in names) == bench.FAST_ODEINT
     assert (bench.LEAN_OFF in names) == bench.LEAN
+    # where the fast path serves train's field, a no-op forward hook turns it off
+    assert not (bench.TRAIN_FAST and bench.TRAIN_FAST_WITH_HOOK)
     # the lean RK step's switch is restored after a row that turns it off
     if bench.LEAN:
         before = bench._rk.LEAN
