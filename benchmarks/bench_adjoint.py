@@ -205,7 +205,7 @@ def runner(lib, solve, field, ours, z0, t, target):
 DEFAULT_ADJOINT = "ours adjoint (default: backsolve, seminorm, z restored)"
 DEFAULT_BACKPROP = "ours backprop through dopri5"
 LEAN_OFF = "ours adjoint, lean RK step off"
-BASELINE = "ours adjoint, fast path and lean RK step off (before issue #25)"
+BASELINE = "ours adjoint, fast path and lean RK step off"
 
 
 def solvers(rtol, atol):
@@ -237,7 +237,8 @@ def solvers(rtol, atol):
         out["ours backprop, fast path off"] = ("ours", "backprop", bp(fast_path=False))
     # Issue #25's lean RK step turned off (it serves solves without a graph: the adjoint's;
     # backprop keeps the readable step anyway), alone and with the fast path off: the latter
-    # is the package as it was before issue #25.
+    # is the package before issue #25 but for route 3 (the backward solve's first step is the
+    # forward's last proposed step), which has no switch.
     if LEAN:
         out[LEAN_OFF] = ("ours", "adjoint", readable(adj()))
         if FAST_ADJOINT:
@@ -531,7 +532,7 @@ def bench_training(steps, n_seed, rounds):
                 with readable_solver():
                     return train_ours(steps, adjoint=True, fast_path=False)
             loops["ours `train`, 100 windows/step, dopri5 adjoint, fast path and lean RK "
-                  "step off (before issue #25)"] = both_off
+                  "step off"] = both_off
     if torchdiffeq is not None:
         loops["torchdiffeq, 100 windows/step, dopri5 adjoint, seminorm"] = \
             lambda: train_torchdiffeq(steps)
@@ -611,7 +612,9 @@ def fast_path_note(info):
         text += ("The rows that say \"lean RK step off\" turn issue #25's lean Runge-Kutta "
                  "step (solves without a graph: the adjoint's forward and backward) off for the "
                  "whole gradient with the internal switch `neuralode_helpers.solvers.rk.LEAN = "
-                 "False`. ")
+                 "False`; with the fast path off too, a row is the package as it was before "
+                 "issue #25 except for the backward solve's first step (the forward's last "
+                 "proposed step since issue #25, in every row: it has no switch). ")
     checks = "; ".join(
         f"{kind}: {c[0]} + {c[1]} counted by the field, {s[0]} + {s[1]} by Stats"
         + ("" if c == s else " (DIFFERENT)")
@@ -631,7 +634,7 @@ def fast_path_effect(grad_rows):
     for kind, on, off, what in [
             ("adjoint", DEFAULT_ADJOINT, "ours adjoint, fast path off", "the fast path off"),
             ("adjoint", DEFAULT_ADJOINT, LEAN_OFF, "the lean RK step off"),
-            ("adjoint", DEFAULT_ADJOINT, BASELINE, "both off (before issue #25)"),
+            ("adjoint", DEFAULT_ADJOINT, BASELINE, "both off"),
             ("backprop", DEFAULT_BACKPROP, "ours backprop, fast path off", "the fast path off")]:
         if on in ms and off in ms:
             a, b = ms[on], ms[off]

@@ -39,8 +39,9 @@ from neuralode_helpers import odeint, relative_error  # noqa: E402
 TOLS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
 LEVELS = (1e-3, 1e-4, 1e-5, 1e-6)
 # Ours with issue #25's fast path (the default, where the package has it) and without it (the
-# "fast path off" rows exist only where the package has the switch), and the package as it was
-# before issue #25 (fast path and lean RK step off), where it has both switches.
+# "fast path off" rows exist only where the package has the switch), and with both the fast
+# path and the lean RK step off (the package before issue #25 but for the backward's first
+# step), where it has both switches.
 OURS = (ba.DEFAULT_ADJOINT, ba.DEFAULT_BACKPROP, "ours adjoint, fast path off",
         "ours backprop, fast path off", ba.BASELINE)
 TORCHDIFFEQ = ("torchdiffeq adjoint, seminorm", "torchdiffeq backprop through dopri5")
