@@ -784,7 +784,11 @@ def attempts(grad_rows):
         "**`torch.func.vjp`** for the augmented dynamics: measured by "
         "`benchmarks/bench_attempts.py` ([attempts_latest.md](attempts_latest.md)); both "
         "slower than eager `torch.autograd.grad` on this CPU, and compilation takes minutes: "
-        "not kept.",
+        "not kept. Issue #25 measured it again where it could pay, on the augmented VJP written "
+        "by hand as one pure function and on a whole dopri5 step of the augmented system "
+        "(`fullgraph=True`, with and without a fused rational tanh), against the eager fast "
+        "path: `benchmarks/bench_compile.py`, [compile_latest.md](compile_latest.md), with "
+        "its break-even over a training run; dropped.",
         "- **the autograd engine called directly** in the augmented dynamics (skipping "
         "`torch.autograd.grad`'s Python-side checks): one VJP of the field took 450-550 us "
         "against 660-690 us of CPU in a micro-benchmark, some 6% of the adjoint's time at 70 "
