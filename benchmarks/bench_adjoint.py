@@ -770,16 +770,14 @@ def attempts(grad_rows):
         "slower, with more memory: the default stays.",
         "- **per-step checkpointing** for the exact gradient: "
         f"{vs(steps, base_bp)}: it trades time for memory, as it should; not a speed-up.",
-        "- **fewer allocations and operations per step** (tried, then reverted): the "
-        "error estimate without a zero tensor, the error scale in place and one "
-        "`vector_norm` (the seminorm scales only the counted part), the dense output's "
-        "weights as one matrix product. Measured before/after in one process (30 "
-        "alternating runs, median CPU ms, IQR in brackets): default adjoint 167.3 "
-        "(157-178) -> 167.1 (149-177), interpolated adjoint 182.4 (167-198) -> 173.7 "
-        "(157-181), backprop 67.3 (64-74) -> 65.9 (52-71): at most a few per cent, inside "
-        "the noise of this shared machine; the gradients equal to round-off. Reverted: the "
-        "new round-off sent notebook 03's (chaotic) training to another fit, for no "
-        "measurable gain.",
+        "- **fewer allocations and operations per step** (issue #13: tried, then reverted, "
+        "because its round-off moved notebook 03's chaotic training; issue #25: kept, as the "
+        "solver's lean path where no graph is built, with backprop through the solver left "
+        "bit for bit as it was): the stages of a step as rows of one buffer, each stage's "
+        "argument, the error estimate and the dense output one matrix-vector product each, "
+        "the error ratio on the counted part only with one `.item()`: "
+        "`benchmarks/bench_lean_solver.py`, [lean_solver_latest.md](lean_solver_latest.md), "
+        "and the rows 'lean RK step off' above.",
         "- **`torch.compile`** of the vector field (and so of every stage that calls it) and "
         "**`torch.func.vjp`** for the augmented dynamics: measured by "
         "`benchmarks/bench_attempts.py` ([attempts_latest.md](attempts_latest.md)); both "
@@ -796,11 +794,14 @@ def attempts(grad_rows):
         "(`Variable._execution_engine.run_backward`) whose signature changes between torch "
         "releases: not kept.",
         "- **a hand-written VJP of this MLP** (`benchmarks/bench_vjp_by_hand.py`): 1.3x "
-        "faster per evaluation of the augmented dynamics, for one architecture only: not kept.",
-        f"- **why the gap stays**: {per_call(ms, base_adj, 'diffrax BacksolveAdjoint (jit)')} "
+        "faster per evaluation of the augmented dynamics; not kept in issue #13 (one "
+        "architecture only), kept in issue #25 as the fast path for every `ODENet` "
+        "(`neuralode_helpers/fastpath.py`; `benchmarks/bench_fastpath.py`, "
+        "[fastpath_latest.md](fastpath_latest.md), and the rows 'fast path off' above).",
+        f"- **why a gap stays**: {per_call(ms, base_adj, 'diffrax BacksolveAdjoint (jit)')} "
         "The field's own PyTorch kernels, written out by hand into preallocated tensors with "
-        "no solver and no autograd around them, cost about as much as diffrax's whole "
-        "gradient: `benchmarks/bench_floor.py`, [floor_latest.md](floor_latest.md).", "",
+        "no solver and no autograd around them, set the floor: `benchmarks/bench_floor.py`, "
+        "[floor_latest.md](floor_latest.md).", "",
     ]
 
 

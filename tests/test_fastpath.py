@@ -322,8 +322,8 @@ def test_step_quadrature_equals_the_integral_in_the_state(method, restore_z, mon
 
 
 def test_step_quadrature_shrinks_the_backward_state(monkeypatch):
-    """With the seminorm the backward solve carries [z, a] only; with the full norm (a_θ
-    controls the steps) it keeps a_θ in the state."""
+    """Switched on, with the seminorm the backward solve carries [z, a] only; with the full
+    norm (a_θ controls the steps) it keeps a_θ in the state."""
     sizes = []
     original = adjoint_module._adjoint_solve
 
@@ -332,6 +332,7 @@ def test_step_quadrature_shrinks_the_backward_state(monkeypatch):
         return original(cfg, f, y_end, *args, **kw)
 
     monkeypatch.setattr(adjoint_module, "_adjoint_solve", spy)
+    monkeypatch.setattr(adjoint_module, "_STEP_QUADRATURE", True)  # off by default
     net = _net("tanh", "none", F64, D=2, hidden=(6,))
     z0, t = torch.randn(4, 2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
     n_param = sum(p.numel() for p in net.parameters())
@@ -502,3 +503,9 @@ def test_train_with_the_adjoint_same_losses_fast_path_on_and_off(regularised, mo
     assert on.losses[0] == off.losses[0]  # same weights, same forward solve
     assert _rel(torch.tensor(on.losses, dtype=F64), torch.tensor(off.losses, dtype=F64)) <= 1e-5
     assert _rel(w_on, w_off) <= 1e-5
+
+
+def test_step_quadrature_is_off_by_default():
+    """Off by default: in float32 its sum over the steps loses digits that a_θ carried in
+    the state keeps (see adjoint._STEP_QUADRATURE)."""
+    assert adjoint_module._STEP_QUADRATURE is False
