@@ -226,7 +226,8 @@ def adjoint_pass(A, z0, t, targets=None, *, rtol=1e-6, atol=1e-8, method="dopri5
     It is :func:`~neuralode_helpers.odeint_adjoint`'s default backward pass (one solve of
     :math:`[z, a, a_\theta]` from :math:`t_N` to :math:`t_0`, landing on every :math:`t_i`
     to add the jump :math:`\ell_i` to a; with ``restore_z`` also restoring z from the
-    forward solve there; the seminorm), with the same solver calls, so ``grad_A`` equals
+    forward solve there; the seminorm; starting with the step size the forward solve
+    proposed at its end), with the same solver calls, so ``grad_A`` equals
     the ``A.grad`` that ``odeint_adjoint(LinearODE(A), z0, t, ...)`` gives, to round-off.
     Between the ends of each accepted step, ``points_per_step - 1`` points come from the
     method's dense output (adaptive methods with one), for smooth curves.
@@ -259,9 +260,10 @@ def adjoint_pass(A, z0, t, targets=None, *, rtol=1e-6, atol=1e-8, method="dopri5
     n, n_param = len(z0), A.numel()
 
     fwd = SolveStats()
+    carry = {}  # the step the forward solve proposes at its end: the backward's first step
     with torch.no_grad():
         zs = solve(model, z0, t, method=method, rtol=rtol, atol=atol, options={}, stats=fwd,
-                   segments=[n])
+                   segments=[n], carry=carry)
     ell = _loss_partials(zs, targets)
 
     if vjp == "closed form":
@@ -293,8 +295,9 @@ def adjoint_pass(A, z0, t, targets=None, *, rtol=1e-6, atol=1e-8, method="dopri5
     bwd = SolveStats()
     with torch.no_grad():
         out = solve(augmented, y_end, t.flip(0), method=method, rtol=rtol, atol=atol,
-                    options={}, stats=bwd, callback=jump, segments=[2 * n, n_param],
-                    n_counted=1, on_step=on_step)
+                    options={"first_step": carry["next_step"]} if "next_step" in carry else {},
+                    stats=bwd, callback=jump, segments=[2 * n, n_param], n_counted=1,
+                    on_step=on_step)
     y0 = out[-1]
     states = torch.stack(states).numpy()
     return AdjointPass(
