@@ -196,7 +196,9 @@ def _autocast(device_type):
     """Whether autocast would run the layers in a lower precision (the plan does not)."""
     try:
         return torch.is_autocast_enabled(device_type)
-    except (TypeError, RuntimeError):  # an older torch, or a device type it does not know
+    except (TypeError, RuntimeError):  # an older torch (< 2.4): one function per device
+        if device_type == "cpu":
+            return torch.is_autocast_cpu_enabled()
         return torch.is_autocast_enabled()
 
 
